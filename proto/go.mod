@@ -1,0 +1,3 @@
+module github.com/dmgrid/dmgrid/proto
+
+go 1.26
