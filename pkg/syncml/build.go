@@ -96,9 +96,12 @@ func (b *builder) cred(i int32) *Cred {
 
 // meta reads MetInf children in any order, with or without a MetInf wrapper.
 func (b *builder) meta(i int32) *Meta {
-	m := &Meta{}
-	b.metaInto(i, m)
-	return m
+	var m Meta
+	b.metaInto(i, &m)
+	if m.IsZero() {
+		return nil // an empty <Meta/> says nothing; nil keeps decode→encode→decode stable
+	}
+	return &m
 }
 
 func (b *builder) metaInto(i int32, m *Meta) {

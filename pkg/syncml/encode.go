@@ -109,65 +109,61 @@ func (e *walker) command(c *Command) error {
 	}
 	w := e.w
 	t := kindTags[c.Kind]
+	status, results := c.Kind == KindStatus, c.Kind == KindResults
+	// One order serves every kind and is the DTD order for the fields each kind has:
+	// Status (CmdID, MsgRef, CmdRef, Cmd, TargetRef*, SourceRef*, Cred?, Chal?, Data, Item*),
+	// Results (CmdID, MsgRef?, CmdRef, Meta?, TargetRef?, SourceRef?, Item+), Get (CmdID,
+	// NoResp?, Lang?, Cred?, Meta?, Item+), Exec (..., Cred?, Meta?, Correlator?, Item),
+	// Alert (..., Cred?, Data?, Correlator?, Item*), Atomic/Sequence (CmdID, NoResp?, Meta?,
+	// commands). Fields a kind does not have are still written when set, so nothing the
+	// model holds is dropped.
 	w.open(t)
 	w.leaf(tagCmdID, c.CmdID)
-	switch c.Kind {
-	case KindStatus:
+	if c.NoResp {
+		w.flag(tagNoResp)
+	}
+	if status {
 		w.leaf(tagMsgRef, c.MsgRef)
+	} else {
+		e.opt(tagMsgRef, c.MsgRef)
+	}
+	if status || results {
 		w.leaf(tagCmdRef, c.CmdRef)
+	} else {
+		e.opt(tagCmdRef, c.CmdRef)
+	}
+	if status {
 		w.leaf(tagCmd, c.Cmd)
-		for _, r := range c.TargetRefs {
-			w.leaf(tagTargetRef, r)
-		}
-		for _, r := range c.SourceRefs {
-			w.leaf(tagSourceRef, r)
-		}
-		if err := e.cred(c.Cred); err != nil {
-			return err
-		}
-		if c.Chal != nil {
-			w.open(tagChal)
-			e.meta(c.Chal.Meta)
-			w.close(tagChal)
-		}
+	} else {
+		e.opt(tagCmd, c.Cmd)
+	}
+	e.opt(tagLang, c.Lang)
+	if results {
+		e.meta(c.Meta)
+	}
+	for _, r := range c.TargetRefs {
+		w.leaf(tagTargetRef, r)
+	}
+	for _, r := range c.SourceRefs {
+		w.leaf(tagSourceRef, r)
+	}
+	if err := e.cred(c.Cred); err != nil {
+		return err
+	}
+	if !results {
+		e.meta(c.Meta)
+	}
+	if c.Chal != nil {
+		w.open(tagChal)
+		e.meta(c.Chal.Meta)
+		w.close(tagChal)
+	}
+	if status || c.Data != "" {
 		if err := w.data(&Data{Value: c.Data}, false); err != nil {
 			return err
 		}
-	case KindResults:
-		e.opt(tagMsgRef, c.MsgRef)
-		w.leaf(tagCmdRef, c.CmdRef)
-		e.meta(c.Meta)
-		for _, r := range c.TargetRefs {
-			w.leaf(tagTargetRef, r)
-		}
-		for _, r := range c.SourceRefs {
-			w.leaf(tagSourceRef, r)
-		}
-	default:
-		if c.NoResp {
-			w.flag(tagNoResp)
-		}
-		if c.Kind == KindGet {
-			e.opt(tagLang, c.Lang)
-		}
-		if c.Kind != KindAtomic && c.Kind != KindSequence {
-			if err := e.cred(c.Cred); err != nil {
-				return err
-			}
-		}
-		if c.Kind == KindAlert {
-			if c.Data != "" {
-				if err := w.data(&Data{Value: c.Data}, false); err != nil {
-					return err
-				}
-			}
-		} else {
-			e.meta(c.Meta)
-		}
-		if c.Kind == KindAlert || c.Kind == KindExec {
-			e.opt(tagCorrelator, c.Correlator)
-		}
 	}
+	e.opt(tagCorrelator, c.Correlator)
 	for i := range c.Items {
 		if err := e.item(&c.Items[i]); err != nil {
 			return err

@@ -96,7 +96,7 @@ func kinds(cmds []Command) string {
 }
 
 // messageVectors returns base names (without extension) of the XML message vectors.
-func messageVectors(t *testing.T) (dir string, names []string) {
+func messageVectors(t testing.TB) (dir string, names []string) {
 	dir = vectors.Messages(t)
 	for _, f := range vectors.Glob(t, "messages/*.xml") {
 		names = append(names, strings.TrimSuffix(filepath.Base(f), ".xml"))
@@ -104,7 +104,7 @@ func messageVectors(t *testing.T) (dir string, names []string) {
 	return dir, names
 }
 
-func readFile(t *testing.T, path string) []byte {
+func readFile(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -122,6 +122,9 @@ func decodeWBXMLTree(in []byte, src string, lim Limits, t *tree) error {
 				return errAt(ErrTooManyElements, tok.Offset, "more than %d elements", lim.MaxElements)
 			}
 			if rawDepth > 0 {
+				if tok.Literal != nil || wbxml.SyncML12.Name(tok.Page, tok.Tag) == "" {
+					return errAt(ErrMalformed, tok.Offset, "undefined tag 0x%02x on page %d inside Data", tok.Tag, tok.Page)
+				}
 				raw.start(tok)
 				stack = append(stack, wbFrame{node: -1, page: tok.Page, inRaw: true})
 				continue
@@ -191,7 +194,8 @@ func decodeWBXMLTree(in []byte, src string, lim Limits, t *tree) error {
 				nd.text += s
 				continue
 			}
-			t.appendText(fr.node, s, false)
+			// WBXML strings carry no formatting white space, so they are kept as sent.
+			t.appendText(fr.node, s, true)
 		}
 	}
 }
@@ -223,13 +227,7 @@ func (r *rawXML) closeStart() {
 func (r *rawXML) start(tok wbxml.Token) {
 	r.used = true
 	r.closeStart()
-	name := string(tok.Literal)
-	if tok.Literal == nil {
-		name = wbxml.SyncML12.Name(tok.Page, tok.Tag)
-	}
-	if name == "" {
-		name = "unknown"
-	}
+	name := wbxml.SyncML12.Name(tok.Page, tok.Tag)
 	r.b.WriteByte('<')
 	r.b.WriteString(name)
 	if len(r.pages) == 0 || r.pages[len(r.pages)-1] != tok.Page {
@@ -244,13 +242,7 @@ func (r *rawXML) start(tok wbxml.Token) {
 }
 
 func (r *rawXML) end(tok wbxml.Token) {
-	name := string(tok.Literal)
-	if tok.Literal == nil {
-		name = wbxml.SyncML12.Name(tok.Page, tok.Tag)
-	}
-	if name == "" {
-		name = "unknown"
-	}
+	name := wbxml.SyncML12.Name(tok.Page, tok.Tag)
 	if r.open {
 		r.b.WriteString("/>")
 		r.open = false
@@ -270,7 +262,6 @@ func (r *rawXML) text(b []byte) {
 }
 
 func (r *rawXML) String() string { r.closeStart(); return r.b.String() }
-
 
 // expandEmbedded turns OPAQUE Data that holds a whole WBXML document (DevInf, DDF) into
 // markup when the data is declared as XML (Meta Format xml), so callers see the same model

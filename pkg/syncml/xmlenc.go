@@ -1,6 +1,7 @@
 package syncml
 
 import (
+	"strings"
 	"unicode/utf8"
 )
 
@@ -17,6 +18,7 @@ type xmlWriter struct {
 	buf    []byte
 	indent string
 	depth  int
+	err    error // first value XML cannot carry; AppendXML returns it
 }
 
 func (x *xmlWriter) newline() {
@@ -68,8 +70,26 @@ func (x *xmlWriter) leaf(t tag, s string) {
 		return
 	}
 	x.startTag(t, false)
-	x.buf = appendEscaped(x.buf, s)
+	x.text(s)
 	x.endTag(t)
+}
+
+// text writes character data. Values with leading or trailing white space go in CDATA, which
+// readers (ours included) do not trim; values XML cannot carry set x.err.
+func (x *xmlWriter) text(s string) {
+	if off, ok := xmlSafe(s); !ok {
+		if x.err == nil {
+			x.err = errAt(ErrUnrepresentable, off, "value holds bytes XML cannot carry; send binary as Format b64")
+		}
+		return
+	}
+	if isSpaceByte(s[0]) || isSpaceByte(s[len(s)-1]) {
+		x.buf = append(x.buf, "<![CDATA["...)
+		x.buf = append(x.buf, strings.ReplaceAll(s, "]]>", "]]]]><![CDATA[>")...)
+		x.buf = append(x.buf, "]]>"...)
+		return
+	}
+	x.buf = appendEscaped(x.buf, s)
 }
 
 func (x *xmlWriter) flag(t tag) { x.startTag(t, true) }
@@ -87,13 +107,10 @@ func (x *xmlWriter) data(d *Data, _ bool) error {
 		x.endTag(tagData)
 		return nil
 	}
-	if off, ok := xmlSafe(d.Value); !ok {
-		return errAt(ErrUnrepresentable, off, "Data holds bytes XML cannot carry; send binary as Format b64")
-	}
 	x.startTag(tagData, false)
-	x.buf = appendEscaped(x.buf, d.Value)
+	x.text(d.Value)
 	x.endTag(tagData)
-	return nil
+	return x.err
 }
 
 // xmlSafe reports whether s is valid UTF-8 made only of XML 1.0 Chars (§2.2).
@@ -149,6 +166,9 @@ func AppendXML(dst []byte, m *Message, opt XMLOptions) ([]byte, error) {
 	w := &rootXMLWriter{xmlWriter: x, ns: m.Namespace()}
 	if err := (&walker{w: w}).message(m); err != nil {
 		return dst, err
+	}
+	if x.err != nil {
+		return dst, x.err
 	}
 	if opt.Indent != "" {
 		x.buf = append(x.buf, '\n')
