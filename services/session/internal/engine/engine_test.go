@@ -1,0 +1,323 @@
+package engine
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dmgrid/dmgrid/pkg/dmauth"
+	"github.com/dmgrid/dmgrid/pkg/syncml"
+)
+
+// memStore applies Outputs the way the Redis store does, so engine tests can run whole
+// sessions without Redis. It is a test double for the engine's own tests only; the store
+// package tests the real thing against Redis.
+type memStore struct {
+	acct     *Account
+	sessions map[string]*Session
+	cmds     map[string]*Command
+	queue    []string
+	events   []Event
+}
+
+func newMem(a *Account) *memStore {
+	return &memStore{acct: a, sessions: map[string]*Session{}, cmds: map[string]*Command{}}
+}
+
+func (s *memStore) enqueue(cs ...*Command) {
+	for _, c := range cs {
+		c.State = StateQueued
+		s.cmds[c.ID] = c
+		s.queue = append(s.queue, c.ID)
+	}
+}
+
+func (s *memStore) state(sessionID string) State {
+	st := State{Session: s.sessions[sessionID]}
+	if s.acct != nil {
+		a := *s.acct
+		st.Account = &a
+	}
+	for _, id := range s.queue {
+		c := *s.cmds[id]
+		st.Queue = append(st.Queue, &c)
+	}
+	return st
+}
+
+func (s *memStore) apply(o Output) {
+	if !o.Commit {
+		return
+	}
+	if o.NewClientNonce != nil {
+		s.acct.ClientNonce = o.NewClientNonce
+	}
+	if o.NewServerNonce != nil {
+		s.acct.ServerNonce = o.NewServerNonce
+	}
+	if o.Session != nil {
+		s.sessions[o.Session.SessionID] = o.Session
+	}
+	for _, c := range o.Commands {
+		s.cmds[c.ID] = c
+	}
+	for _, id := range o.Dequeue {
+		for i, q := range s.queue {
+			if q == id {
+				s.queue = append(s.queue[:i], s.queue[i+1:]...)
+				break
+			}
+		}
+	}
+	s.events = append(s.events, o.Events...)
+}
+
+type client struct {
+	t       *testing.T
+	e       *Engine
+	st      *memStore
+	sess    string
+	msgID   int
+	name    string
+	secret  string
+	nonce   []byte
+	now     time.Time
+	enc     syncml.Encoding
+	maxMsg  string
+	replies []*syncml.Message
+}
+
+func (c *client) header() syncml.Header {
+	c.msgID++
+	h := syncml.Header{VerDTD: "1.2", VerProto: "DM/1.2", SessionID: c.sess, MsgID: strconv.Itoa(c.msgID),
+		Target: syncml.Locator{LocURI: "https://dm.example.com/dm"},
+		Source: syncml.Locator{LocURI: "IMEI:1", LocName: c.name}}
+	if c.maxMsg != "" {
+		h.Meta = &syncml.Meta{MaxMsgSize: c.maxMsg}
+	}
+	return h
+}
+
+func (c *client) send(m *syncml.Message) *syncml.Message {
+	c.t.Helper()
+	// Round-trip through the wire encoding, as the gateway would.
+	b, err := syncml.Encode(m, c.enc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	dm, _, err := syncml.Decode(b, c.enc, syncml.Limits{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	out := c.e.Process(c.st.state(c.sess), Input{Msg: dm, Encoding: c.enc, BodyHash: dmauth.BodyHash(b), Now: c.now})
+	c.st.apply(out)
+	if out.Reply == nil {
+		c.t.Fatal("no reply")
+	}
+	if max, err := strconv.Atoi(c.maxMsg); err == nil {
+		rb, _ := syncml.Encode(out.Reply, c.enc)
+		if len(rb) > max {
+			c.t.Fatalf("reply of %d bytes exceeds MaxMsgSize %d", len(rb), max)
+		}
+	}
+	c.replies = append(c.replies, out.Reply)
+	return out.Reply
+}
+
+func (c *client) pkg1(withCred bool) *syncml.Message {
+	m := &syncml.Message{Header: c.header()}
+	if withCred {
+		m.Header.Cred = &syncml.Cred{Meta: &syncml.Meta{Type: "syncml:auth-md5", Format: "b64"},
+			Data: dmauth.MD5Cred(dmauth.Key(c.name, c.secret), c.nonce)}
+	}
+	m.Body.Commands = []syncml.Command{
+		{Kind: syncml.KindAlert, CmdID: "1", Data: "1201"},
+		{Kind: syncml.KindReplace, CmdID: "2", Items: []syncml.Item{
+			{Source: &syncml.Locator{LocURI: "./DevInfo/Mod"}, Data: syncml.TextData("EX-100")},
+		}},
+	}
+	m.Body.Final = true
+	return m
+}
+
+func hdrCode(t *testing.T, m *syncml.Message) string {
+	t.Helper()
+	c := m.Body.Commands[0]
+	if c.Kind != syncml.KindStatus || c.Cmd != "SyncHdr" {
+		t.Fatalf("first command is %v %s, want Status SyncHdr", c.Kind, c.Cmd)
+	}
+	return c.Data
+}
+
+func newClient(t *testing.T, cfg Config) *client {
+	acct := &Account{DeviceID: "IMEI:1", ClientAuth: AuthMD5, ClientName: "dmclient01",
+		ClientKey: dmauth.Key("dmclient01", "s3cret"), ClientNonce: []byte("n0nce")}
+	return &client{t: t, e: New(cfg), st: newMem(acct), sess: "1A2B", name: "dmclient01", secret: "s3cret",
+		nonce: []byte("stale"), now: time.Unix(1_800_000_000, 0), enc: syncml.EncodingXML}
+}
+
+func (c *client) challengeAndAuth() *syncml.Message {
+	c.t.Helper()
+	r := c.send(c.pkg1(true)) // stale nonce → 401 + Chal
+	if got := hdrCode(c.t, r); got != "401" {
+		c.t.Fatalf("stale nonce answered %s, want 401", got)
+	}
+	chal := r.Body.Commands[0].Chal
+	n, err := dmauth.DecodeNonce(chal.Meta.NextNonce)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.nonce = n
+	r = c.send(c.pkg1(true))
+	if got := hdrCode(c.t, r); got != "212" {
+		c.t.Fatalf("good credentials answered %s, want 212", got)
+	}
+	return r
+}
+
+func TestMD5ChallengeThenCommandsThenEnd(t *testing.T) {
+	for _, enc := range []syncml.Encoding{syncml.EncodingXML, syncml.EncodingWBXML} {
+		t.Run(enc.String(), func(t *testing.T) {
+			c := newClient(t, Config{})
+			c.enc = enc
+			c.st.enqueue(
+				&Command{ID: "c1", Op: Operation{Type: OpGet, TargetURI: "./DevDetail/FwV"}},
+				&Command{ID: "c2", Op: Operation{Type: OpReplace, TargetURI: "./X", Data: []byte("v"), HasData: true}},
+			)
+			r := c.challengeAndAuth()
+			if len(c.st.sessions) != 1 {
+				t.Fatalf("sessions = %d", len(c.st.sessions))
+			}
+			var get, rep *syncml.Command
+			for i := range r.Body.Commands {
+				switch r.Body.Commands[i].Kind {
+				case syncml.KindGet:
+					get = &r.Body.Commands[i]
+				case syncml.KindReplace:
+					rep = &r.Body.Commands[i]
+				}
+			}
+			if get == nil || rep == nil || !r.Body.Final {
+				t.Fatalf("pkg2 lacks Get/Replace/Final: %+v", r.Body)
+			}
+			// Package 3: statuses and results.
+			m := &syncml.Message{Header: c.header()}
+			m.Body.Commands = []syncml.Command{
+				{Kind: syncml.KindStatus, CmdID: "1", MsgRef: r.Header.MsgID, CmdRef: "0", Cmd: "SyncHdr", Data: "200"},
+				{Kind: syncml.KindStatus, CmdID: "2", MsgRef: r.Header.MsgID, CmdRef: get.CmdID, Cmd: "Get", Data: "200"},
+				{Kind: syncml.KindResults, CmdID: "3", MsgRef: r.Header.MsgID, CmdRef: get.CmdID, Items: []syncml.Item{
+					{Source: &syncml.Locator{LocURI: "./DevDetail/FwV"}, Data: syncml.TextData("1.0.7")}}},
+				{Kind: syncml.KindStatus, CmdID: "4", MsgRef: r.Header.MsgID, CmdRef: rep.CmdID, Cmd: "Replace", Data: "404"},
+			}
+			m.Body.Final = true
+			r = c.send(m)
+			if len(r.Body.Commands) != 1 || !r.Body.Final {
+				t.Fatalf("pkg4 should end the session with Status only: %+v", r.Body.Commands)
+			}
+			if c1 := c.st.cmds["c1"]; c1.State != StateCompleted || string(c1.Results[0].Data) != "1.0.7" || c1.Status != 200 {
+				t.Fatalf("c1 = %+v", c1)
+			}
+			if c2 := c.st.cmds["c2"]; c2.State != StateFailed || c2.Status != 404 {
+				t.Fatalf("c2 = %+v", c2)
+			}
+			if len(c.st.queue) != 0 {
+				t.Fatalf("queue not drained: %v", c.st.queue)
+			}
+			if s := c.st.sessions["1A2B"]; !s.Ended || s.Outcome != "completed" {
+				t.Fatalf("session = %+v", s)
+			}
+			kinds := map[EventKind]int{}
+			for _, e := range c.st.events {
+				kinds[e.Kind]++
+			}
+			if kinds[EventSessionStarted] != 1 || kinds[EventSessionEnded] != 1 || kinds[EventDeviceInfo] != 1 || kinds[EventCommandStateChanged] < 4 {
+				t.Fatalf("events = %v", kinds)
+			}
+			// The nonce rotated: the 212 Chal carries the nonce for the next session.
+			if string(c.st.acct.ClientNonce) == string(c.nonce) {
+				t.Fatal("client nonce not rotated after authentication")
+			}
+		})
+	}
+}
+
+func TestUnknownDeviceCreatesNoState(t *testing.T) {
+	c := newClient(t, Config{})
+	c.st.acct = nil
+	r := c.send(c.pkg1(true))
+	if got := hdrCode(t, r); got != "401" {
+		t.Fatalf("unknown device answered %s", got)
+	}
+	if len(c.st.sessions) != 0 || len(c.st.events) != 0 {
+		t.Fatal("state created for an unknown device")
+	}
+}
+
+func TestRetransmissionGetsSameReply(t *testing.T) {
+	c := newClient(t, Config{})
+	c.st.enqueue(&Command{ID: "c1", Op: Operation{Type: OpGet, TargetURI: "./A"}})
+	c.nonce = c.st.acct.ClientNonce
+	m := c.pkg1(true)
+	r1 := c.send(m)
+	events := len(c.st.events)
+	r2 := c.send(m) // same SessionID, MsgID and body
+	b1, _ := syncml.Encode(r1, syncml.EncodingXML)
+	b2, _ := syncml.Encode(r2, syncml.EncodingXML)
+	if string(b1) != string(b2) {
+		t.Fatalf("retransmission got a different reply:\n%s\n%s", b1, b2)
+	}
+	if len(c.st.events) != events || c.st.cmds["c1"].Attempts != 1 {
+		t.Fatal("retransmission ran the message twice")
+	}
+}
+
+func TestMultiMessageRepliesFitMaxMsgSize(t *testing.T) {
+	c := newClient(t, Config{})
+	c.maxMsg = "1500"
+	for i := 0; i < 40; i++ {
+		c.st.enqueue(&Command{ID: "c" + strconv.Itoa(i), Op: Operation{Type: OpGet, TargetURI: "./Vendor/Node/" + strings.Repeat("x", 20) + strconv.Itoa(i)}})
+	}
+	c.nonce = c.st.acct.ClientNonce
+	r := c.send(c.pkg1(true))
+	for round := 0; round < 50 && !c.st.sessions["1A2B"].Ended; round++ {
+		m := &syncml.Message{Header: c.header()}
+		m.Body.Commands = append(m.Body.Commands, syncml.Command{Kind: syncml.KindStatus, CmdID: "1", MsgRef: r.Header.MsgID, CmdRef: "0", Cmd: "SyncHdr", Data: "200"})
+		for _, sc := range r.Body.Commands {
+			if sc.Kind == syncml.KindGet {
+				m.Body.Commands = append(m.Body.Commands, syncml.Command{Kind: syncml.KindStatus, CmdID: strconv.Itoa(len(m.Body.Commands) + 1), MsgRef: r.Header.MsgID, CmdRef: sc.CmdID, Cmd: "Get", Data: "200"})
+			}
+		}
+		m.Body.Final = true
+		r = c.send(m)
+	}
+	for id, cmd := range c.st.cmds {
+		if cmd.State != StateCompleted || cmd.Attempts != 1 {
+			t.Fatalf("%s = %s after %d attempts", id, cmd.State, cmd.Attempts)
+		}
+	}
+	if len(c.replies) < 4 {
+		t.Fatalf("40 commands fit in %d replies under MaxMsgSize 1500", len(c.replies))
+	}
+}
+
+func TestIdleTimeoutRequeues(t *testing.T) {
+	c := newClient(t, Config{IdleTimeout: time.Minute, MaxAttempts: 2})
+	c.st.enqueue(&Command{ID: "c1", Op: Operation{Type: OpGet, TargetURI: "./A"}})
+	c.nonce = c.st.acct.ClientNonce
+	c.send(c.pkg1(true))
+	if c.st.cmds["c1"].State != StateSent {
+		t.Fatal("not sent")
+	}
+	// The device vanishes; a new session after the idle timeout gets the command again.
+	for attempt := 2; attempt <= 3; attempt++ {
+		c.now = c.now.Add(2 * time.Minute)
+		c.sess = "1A2" + strconv.Itoa(attempt)
+		c.msgID = 0
+		c.nonce = c.st.acct.ClientNonce
+		c.send(c.pkg1(true))
+	}
+	if got := c.st.cmds["c1"]; got.State != StateFailed || got.Attempts != 2 {
+		t.Fatalf("after two unanswered attempts c1 = %s attempts %d", got.State, got.Attempts)
+	}
+}

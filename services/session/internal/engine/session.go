@@ -1,0 +1,83 @@
+package engine
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/dmgrid/dmgrid/pkg/syncml"
+)
+
+// Session is the state of one DM session, stored between messages. Any worker can serve
+// any message: everything needed to continue is here.
+type Session struct {
+	DeviceID  string `json:"device_id"`
+	SessionID string `json:"session_id"`
+	// Version is the optimistic-concurrency counter; the store compares and bumps it.
+	Version int64 `json:"version"`
+
+	Initiator     int      `json:"initiator"` // 1200 (server-initiated) or 1201
+	Encoding      string   `json:"encoding"`
+	AuthType      AuthType `json:"auth_type"`
+	Authenticated bool     `json:"authenticated"` // the client has its 212
+	ServerAuthed  bool     `json:"server_authed"` // the client accepted our credentials
+	ServerTries   int      `json:"server_tries,omitempty"`
+
+	ClientMsgID      int   `json:"client_msg_id"` // last client message processed
+	ServerMsgID      int   `json:"server_msg_id"` // last server message sent
+	ClientMaxMsgSize int64 `json:"client_max_msg_size,omitempty"`
+	ClientMaxObjSize int64 `json:"client_max_obj_size,omitempty"`
+
+	// Sent maps "msgID/cmdID" of commands we sent to the queued command they carry, until
+	// the client's Status arrives.
+	Sent map[string]SentRef `json:"sent,omitempty"`
+
+	InLO  *InLO  `json:"in_lo,omitempty"`
+	OutLO *OutLO `json:"out_lo,omitempty"`
+
+	// Retransmission cache: the body hash of the last client message and our reply to it
+	// (PROTOCOL.md §12.11).
+	LastReqHash string          `json:"last_req_hash,omitempty"`
+	LastReply   *syncml.Message `json:"last_reply,omitempty"`
+
+	Started    time.Time `json:"started"`
+	LastActive time.Time `json:"last_active"`
+	Ended      bool      `json:"ended,omitempty"`
+	Outcome    string    `json:"outcome,omitempty"`
+	Messages   int       `json:"messages"`
+	Completed  int       `json:"completed"` // commands completed in this session
+}
+
+// SentRef links a command we sent to its queue entry.
+type SentRef struct {
+	CommandID string `json:"command_id,omitempty"` // empty for an Atomic/Sequence wrapper
+	GroupID   string `json:"group_id,omitempty"`
+	Kind      string `json:"kind"`
+}
+
+// InLO is a large object the client is sending in chunks (Results with MoreData).
+type InLO struct {
+	MsgRef    string `json:"msg_ref"`
+	CmdRef    string `json:"cmd_ref"`
+	CommandID string `json:"command_id"`
+	URI       string `json:"uri"`
+	Format    string `json:"format,omitempty"`
+	MIME      string `json:"mime,omitempty"`
+	Declared  int64  `json:"declared"`
+	Buf       []byte `json:"buf"`
+}
+
+// OutLO is a large object we are sending in chunks (Replace/Add data larger than fits).
+type OutLO struct {
+	CommandID string `json:"command_id"`
+	Offset    int    `json:"offset"` // bytes of the wire form already sent
+	Wire      []byte `json:"wire"`   // the data as transmitted (base64 text in XML)
+	Format    string `json:"format"`
+	Acked     bool   `json:"acked"` // the client answered the last chunk with 213
+	LastCmdID string `json:"last_cmd_id"`
+	LastMsgID int    `json:"last_msg_id"`
+}
+
+func sentKey(msgID int, cmdID string) string { return strconv.Itoa(msgID) + "/" + cmdID }
+
+// pendingStatus reports whether commands we sent still wait for their Status.
+func (s *Session) pendingStatus() bool { return len(s.Sent) > 0 }
