@@ -105,9 +105,9 @@ func decodeWBXMLTree(in []byte, src string, lim Limits, t *tree) error {
 	var raw *rawXML // markup of Data element content given as tokens instead of OPAQUE
 	rawDepth := 0
 	elements := 0
+	var tok wbxml.Token
 	for {
-		tok, err := d.Next()
-		if err != nil {
+		if err := d.NextInto(&tok); err != nil {
 			return wbxmlErr(err)
 		}
 		switch tok.Kind {
@@ -180,7 +180,9 @@ func decodeWBXMLTree(in []byte, src string, lim Limits, t *tree) error {
 			}
 			fr := stack[n-1]
 			if fr.inRaw {
-				raw.text(tok.Text)
+				if !raw.text(tok.Text) {
+					return errAt(ErrMalformed, tok.Offset, "text inside embedded markup is not XML character data")
+				}
 				continue
 			}
 			if fr.node < 0 {
@@ -256,9 +258,19 @@ func (r *rawXML) end(tok wbxml.Token) {
 	}
 }
 
-func (r *rawXML) text(b []byte) {
+// text adds character data; white space alone is ignorable between embedded elements (the
+// encoder drops it too, keeping decode→encode→decode stable).
+func (r *rawXML) text(b []byte) bool {
+	s := string(b)
+	if isSpace(s) {
+		return true
+	}
+	if _, ok := xmlSafe(s); !ok {
+		return false
+	}
 	r.closeStart()
-	r.b.Write(appendEscaped(nil, string(b)))
+	r.b.Write(appendEscaped(nil, s))
+	return true
 }
 
 func (r *rawXML) String() string { r.closeStart(); return r.b.String() }
@@ -349,7 +361,9 @@ func (w *wbxmlWriter) data(d *Data, inItem bool) error {
 	case d.Kind == DataXML:
 		if doc := embeddedWBXML(d.Value, w.version); doc != nil {
 			w.e.Opaque(doc)
-		} else {
+		} else if !inlineMarkup(w.e, d.Value) {
+			// Markup outside the SyncML/MetInf/DDF vocabularies has no tokens: it travels
+			// as OPAQUE text (and is read back as opaque data).
 			w.e.OpaqueString(d.Value)
 		}
 	case inItem || d.Kind == DataOpaque:
@@ -359,6 +373,41 @@ func (w *wbxmlWriter) data(d *Data, inItem bool) error {
 	}
 	w.e.End()
 	return nil
+}
+
+// inlineMarkup writes a markup fragment as tokens of the SyncML 1.2 code pages (how inline
+// DDF or SyncML elements inside Data arrive from some clients). It writes nothing and returns
+// false when a name has no token, so the caller can fall back to OPAQUE.
+func inlineMarkup(e *wbxml.Encoder, markup string) bool {
+	doc := etree.NewDocument()
+	if err := doc.ReadFromString(markup); err != nil {
+		return false
+	}
+	for _, c := range doc.Child {
+		switch c := c.(type) {
+		case *etree.Element:
+			if _, _, ok := wbxml.SyncML12.LookupNS(c.NamespaceURI(), c.Tag); !ok {
+				return false
+			}
+		case *etree.CharData:
+			if !isSpace(c.Data) {
+				return false
+			}
+		}
+	}
+	var probe wbxml.Encoder
+	for _, c := range doc.ChildElements() {
+		probe.Reset(nil, wbxml.Header{})
+		if wbxml.EncodeElement(&probe, c, wbxml.SyncML12) != nil {
+			return false
+		}
+	}
+	for _, c := range doc.ChildElements() {
+		if wbxml.EncodeElement(e, c, wbxml.SyncML12) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // embeddedWBXML encodes markup whose root is a DevInf or DDF MgmtTree document; other
