@@ -1,0 +1,200 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dmgrid/dmgrid/services/session/internal/engine"
+)
+
+// enqueueScript appends commands to a device's queue in one atomic step. Queue order is a
+// per-device counter (never a timestamp), so commands enqueued by different API replicas
+// are still drained in the order they were accepted.
+//
+//	KEYS: 1 acct, 2 queue, 3 seq, 4 request-id key, 5 all-commands index, 6 outbox
+//	ARGV: 1 command prefix, 2 request-id ttl ms, 3 has request id (1/0), 4 n, then n ids,
+//	      n jsons, then ne, ne events
+var enqueueScript = redis.NewScript(`
+if ARGV[3] == '1' then
+  local prev = redis.call('GET', KEYS[4])
+  if prev then return {0, prev} end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
+local n = tonumber(ARGV[4])
+local base = redis.call('INCRBY', KEYS[3], n) - n
+local ids = {}
+for i = 1, n do
+  local id, js = ARGV[4 + i], ARGV[4 + n + i]
+  redis.call('SET', ARGV[1] .. id, js)
+  redis.call('ZADD', KEYS[2], base + i, id)
+  redis.call('ZADD', KEYS[5], base + i, id)
+  ids[#ids + 1] = id
+end
+local j = 5 + 2 * n
+local ne = tonumber(ARGV[j])
+for k = 1, ne do redis.call('RPUSH', KEYS[6], ARGV[j + k]) end
+local joined = table.concat(ids, ',')
+if ARGV[3] == '1' then redis.call('SET', KEYS[4], joined, 'PX', ARGV[2]) end
+return {1, joined}
+`)
+
+// Enqueue stores commands for a device. With a request id, a repeated call returns the
+// commands of the first call instead of enqueueing again (idempotent enqueue); dup is true
+// then. ErrNotFound if the device does not exist.
+func (s *Store) Enqueue(ctx context.Context, deviceID, requestID string, cmds []*engine.Command, events [][]byte) (out []*engine.Command, dup bool, err error) {
+	ids := make([]any, 0, 2*len(cmds))
+	for _, c := range cmds {
+		ids = append(ids, c.ID)
+	}
+	for _, c := range cmds {
+		b, err := json.Marshal(c)
+		if err != nil {
+			return nil, false, fmt.Errorf("encode command: %w", err)
+		}
+		ids = append(ids, string(b))
+	}
+	hasRID := "0"
+	if requestID != "" {
+		hasRID = "1"
+	}
+	args := append([]any{s.cmdPrefix(deviceID), s.opt.CommandTTL.Milliseconds(), hasRID, len(cmds)}, ids...)
+	args = append(args, len(events))
+	for _, e := range events {
+		args = append(args, e)
+	}
+	keys := []string{s.acctKey(deviceID), s.queueKey(deviceID), s.seqKey(deviceID), s.ridKey(deviceID, requestID), s.allKey(deviceID), s.outboxKey(deviceID)}
+	res, err := enqueueScript.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil {
+		return nil, false, fmt.Errorf("enqueue for %s: %w", deviceID, err)
+	}
+	code, _ := res[0].(int64)
+	joined, _ := res[1].(string)
+	switch code {
+	case -1:
+		return nil, false, ErrNotFound
+	case 0:
+		prev, err := s.getCommands(ctx, deviceID, strings.Split(joined, ","))
+		return prev, true, err
+	}
+	return cmds, false, nil
+}
+
+func (s *Store) getCommands(ctx context.Context, deviceID string, ids []string) ([]*engine.Command, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = s.cmdPrefix(deviceID) + id
+	}
+	vals, err := s.rdb.MGet(ctx, keys...).Result() // one slot: the device's hash tag
+	if err != nil {
+		return nil, fmt.Errorf("get commands of %s: %w", deviceID, err)
+	}
+	out := make([]*engine.Command, 0, len(vals))
+	for _, v := range vals {
+		raw, ok := v.(string)
+		if !ok {
+			continue // expired record
+		}
+		var c engine.Command
+		if err := json.Unmarshal([]byte(raw), &c); err != nil {
+			return nil, fmt.Errorf("decode command of %s: %w", deviceID, err)
+		}
+		out = append(out, &c)
+	}
+	return out, nil
+}
+
+// GetCommand returns one command by id.
+func (s *Store) GetCommand(ctx context.Context, id string) (*engine.Command, string, error) {
+	dev, ok := CommandDevice(id)
+	if !ok {
+		return nil, "", ErrNotFound
+	}
+	raw, err := s.rdb.Get(ctx, s.cmdPrefix(dev)+id).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, "", ErrNotFound
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("get command %s: %w", id, err)
+	}
+	var c engine.Command
+	if err := json.Unmarshal([]byte(raw), &c); err != nil {
+		return nil, "", fmt.Errorf("decode command %s: %w", id, err)
+	}
+	return &c, raw, nil
+}
+
+// ListCommands pages through a device's commands in queue order. The page token is the
+// last position returned.
+func (s *Store) ListCommands(ctx context.Context, deviceID string, after int64, n int) ([]*engine.Command, int64, error) {
+	zs, err := s.rdb.ZRangeByScoreWithScores(ctx, s.allKey(deviceID), &redis.ZRangeBy{
+		Min: "(" + strconv.FormatInt(after, 10), Max: "+inf", Count: int64(n) + 1,
+	}).Result()
+	if err != nil {
+		return nil, 0, fmt.Errorf("list commands of %s: %w", deviceID, err)
+	}
+	var next int64
+	if len(zs) > n {
+		zs = zs[:n]
+		next = int64(zs[n-1].Score)
+	}
+	ids := make([]string, len(zs))
+	for i, z := range zs {
+		ids[i], _ = z.Member.(string)
+	}
+	cmds, err := s.getCommands(ctx, deviceID, ids)
+	return cmds, next, err
+}
+
+// cancelScript cancels a command only if its record is exactly what the caller read
+// (compare-and-set): a worker that sent it meanwhile wins.
+//
+//	KEYS: 1 command, 2 queue, 3 outbox; ARGV: 1 old json, 2 new json, 3 id, 4 ttl ms, 5 event
+var cancelScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
+redis.call('ZREM', KEYS[2], ARGV[3])
+if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[3], ARGV[5]) end
+return 1
+`)
+
+// CancelCommand cancels a queued command. ErrNotQueued if it was already sent or finished.
+// event (may be nil) is appended to the outbox with the change.
+func (s *Store) CancelCommand(ctx context.Context, id string, now time.Time, event func(*engine.Command) []byte) (*engine.Command, error) {
+	for attempt := 0; attempt < 3; attempt++ {
+		c, raw, err := s.GetCommand(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if c.State != engine.StateQueued {
+			return c, ErrNotQueued
+		}
+		c.State, c.Updated = engine.StateCancelled, now
+		b, err := json.Marshal(c)
+		if err != nil {
+			return nil, fmt.Errorf("encode command %s: %w", id, err)
+		}
+		var ev []byte
+		if event != nil {
+			ev = event(c)
+		}
+		keys := []string{s.cmdPrefix(c.DeviceID) + id, s.queueKey(c.DeviceID), s.outboxKey(c.DeviceID)}
+		ok, err := cancelScript.Run(ctx, s.rdb, keys, raw, string(b), id, s.opt.CommandTTL.Milliseconds(), ev).Int()
+		if err != nil {
+			return nil, fmt.Errorf("cancel command %s: %w", id, err)
+		}
+		if ok == 1 {
+			return c, nil
+		}
+	}
+	return nil, ErrConflict
+}

@@ -1,0 +1,329 @@
+// Package store keeps the session service's state in Redis: device accounts, sessions,
+// command queues and records, and the event outbox. It works on a single Redis and on a
+// Redis Cluster (redis.UniversalClient): every key of one device carries the hash tag
+// {d:<device-id>}, so all of a device's keys live in one slot and one Lua script can read or
+// change them atomically (DESIGN.md "State in Redis").
+//
+// The hot path is two round trips per device message: Load (one read-only script) and
+// Commit (one script that compares the session version and applies the engine's Output).
+package store
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dmgrid/dmgrid/services/session/internal/engine"
+)
+
+// ErrConflict means another worker committed the same session first; reload and retry.
+var ErrConflict = errors.New("store: session changed concurrently")
+
+// ErrNotFound is returned for a missing device or command.
+var ErrNotFound = errors.New("store: not found")
+
+// ErrExists is returned when creating a device that exists.
+var ErrExists = errors.New("store: already exists")
+
+// ErrNotQueued is returned when cancelling a command that already left the queue.
+var ErrNotQueued = errors.New("store: command is not queued")
+
+// Options tune TTLs and limits.
+type Options struct {
+	// SessionTTL keeps a session record (and its cached last reply) this long after its
+	// last message; it must exceed the engine's idle timeout.
+	SessionTTL time.Duration
+	// CommandTTL keeps finished command records for queries.
+	CommandTTL time.Duration
+	// MaxQueueLoad is how many queue entries Load reads per message.
+	MaxQueueLoad int
+	// Sealer encrypts secrets that cannot be stored hashed (basic server credentials).
+	Sealer *Sealer
+}
+
+// Store is the Redis state of the session service.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+	opt    Options
+}
+
+// New returns a store whose keys start with prefix (tests use their own prefix so packages
+// can share one Redis).
+func New(rdb redis.UniversalClient, prefix string, opt Options) *Store {
+	if opt.SessionTTL <= 0 {
+		opt.SessionTTL = 30 * time.Minute
+	}
+	if opt.CommandTTL <= 0 {
+		opt.CommandTTL = 7 * 24 * time.Hour
+	}
+	if opt.MaxQueueLoad <= 0 {
+		opt.MaxQueueLoad = 256
+	}
+	return &Store{rdb: rdb, prefix: prefix, opt: opt}
+}
+
+// Client returns the Redis client (for health checks).
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+// deviceTag is the key part shared by all of a device's keys: prefix + hash tag.
+func (s *Store) deviceTag(deviceID string) string { return s.prefix + ":{d:" + deviceID + "}" }
+
+func (s *Store) acctKey(d string) string      { return s.deviceTag(d) + ":acct" }
+func (s *Store) sessKey(d, sid string) string { return s.deviceTag(d) + ":s:" + sid }
+func (s *Store) queueKey(d string) string     { return s.deviceTag(d) + ":q" }
+func (s *Store) cmdPrefix(d string) string    { return s.deviceTag(d) + ":c:" }
+func (s *Store) seqKey(d string) string       { return s.deviceTag(d) + ":seq" }
+func (s *Store) outboxKey(d string) string    { return s.deviceTag(d) + ":outbox" }
+func (s *Store) ridKey(d, rid string) string  { return s.deviceTag(d) + ":rid:" + rid }
+func (s *Store) devicesKey() string           { return s.prefix + ":devices" }
+func (s *Store) labelKey(k, v string) string  { return s.prefix + ":label:" + k + "=" + v }
+func (s *Store) rateKey(who string) string    { return s.prefix + ":rl:" + who }
+func (s *Store) outboxIndexKey() string       { return s.prefix + ":outboxes" }
+
+// CommandDevice recovers the device id from a command id (commands ids embed it, so a
+// command can be found without a global index).
+func CommandDevice(id string) (string, bool) {
+	for i := len(id) - 1; i >= 0; i-- {
+		if id[i] == '.' {
+			b, err := base64.RawURLEncoding.DecodeString(id[:i])
+			if err != nil || len(b) == 0 {
+				return "", false
+			}
+			return string(b), true
+		}
+	}
+	return "", false
+}
+
+// NewCommandID makes a command id for a device: base64url(device) "." random hex.
+func NewCommandID(deviceID string, random string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(deviceID)) + "." + random
+}
+
+// storedAccount is the account as kept in Redis: secrets only hashed or sealed.
+type storedAccount struct {
+	engine.Account
+	ServerBasicSealed string            `json:"server_basic_sealed,omitempty"`
+	Labels            map[string]string `json:"labels,omitempty"`
+	Created           time.Time         `json:"created"`
+	Updated           time.Time         `json:"updated"`
+	Etag              int64             `json:"etag"`
+}
+
+// Device is an account with its metadata, as the API sees it.
+type Device struct {
+	Account engine.Account
+	Labels  map[string]string
+	Created time.Time
+	Updated time.Time
+	Etag    int64
+}
+
+func (s *Store) decodeAccount(data, cn, sn string) (*Device, error) {
+	var st storedAccount
+	if err := json.Unmarshal([]byte(data), &st); err != nil {
+		return nil, fmt.Errorf("decode account: %w", err)
+	}
+	a := st.Account
+	if cn != "" {
+		a.ClientNonce, _ = base64.StdEncoding.DecodeString(cn)
+	}
+	if sn != "" {
+		a.ServerNonce, _ = base64.StdEncoding.DecodeString(sn)
+	}
+	if st.ServerBasicSealed != "" && s.opt.Sealer != nil {
+		plain, err := s.opt.Sealer.Open(st.ServerBasicSealed, a.DeviceID)
+		if err != nil {
+			return nil, fmt.Errorf("open server credential: %w", err)
+		}
+		a.ServerBasicCred = plain
+	}
+	return &Device{Account: a, Labels: st.Labels, Created: st.Created, Updated: st.Updated, Etag: st.Etag}, nil
+}
+
+// loadScript returns, for one device: account fields (data, client nonce, server nonce),
+// the session record, and the first ARGV[2] commands of the queue. Command keys are built
+// from the device's own hash tag, so they are in the script's slot.
+var loadScript = redis.NewScript(`
+local acct = redis.call('HMGET', KEYS[1], 'data', 'cn', 'sn')
+local sess = redis.call('GET', KEYS[2])
+local ids = redis.call('ZRANGE', KEYS[3], 0, tonumber(ARGV[2]) - 1)
+local cmds = {}
+for i, id in ipairs(ids) do
+  local c = redis.call('GET', ARGV[1] .. id)
+  if c then cmds[#cmds + 1] = c end
+end
+return {acct[1] or false, acct[2] or false, acct[3] or false, sess or false, cmds}
+`)
+
+// Load reads everything the engine needs for one message in one round trip.
+func (s *Store) Load(ctx context.Context, deviceID, sessionID string) (engine.State, error) {
+	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID)}
+	res, err := loadScript.Run(ctx, s.rdb, keys, s.cmdPrefix(deviceID), s.opt.MaxQueueLoad).Slice()
+	if err != nil {
+		return engine.State{}, fmt.Errorf("load device %s: %w", deviceID, err)
+	}
+	var st engine.State
+	if data, ok := res[0].(string); ok {
+		cn, _ := res[1].(string)
+		sn, _ := res[2].(string)
+		d, err := s.decodeAccount(data, cn, sn)
+		if err != nil {
+			return st, err
+		}
+		st.Account = &d.Account
+	}
+	if raw, ok := res[3].(string); ok {
+		var sess engine.Session
+		if err := json.Unmarshal([]byte(raw), &sess); err != nil {
+			return st, fmt.Errorf("decode session %s/%s: %w", deviceID, sessionID, err)
+		}
+		st.Session = &sess
+	}
+	if list, ok := res[4].([]any); ok {
+		st.Queue = make([]*engine.Command, 0, len(list))
+		for _, v := range list {
+			raw, _ := v.(string)
+			var c engine.Command
+			if err := json.Unmarshal([]byte(raw), &c); err != nil {
+				return st, fmt.Errorf("decode command of %s: %w", deviceID, err)
+			}
+			st.Queue = append(st.Queue, &c)
+		}
+	}
+	return st, nil
+}
+
+// commitScript applies an engine Output atomically.
+//
+//	KEYS: 1 acct, 2 session, 3 queue, 4 outbox
+//	ARGV: 1 expected session version (0 = must not exist), 2 session json ("" = leave),
+//	      3 session ttl ms, 4 client nonce b64 ("" = keep), 5 server nonce b64,
+//	      6 command key prefix, 7 command ttl ms (terminal), 8 n commands, then per command:
+//	      id, expected state ("" = any), json, terminal (1/0); then n dequeue ids; then
+//	      n events.
+//
+// A session version mismatch, or a command whose stored state is not the one the engine
+// saw (e.g. cancelled meanwhile), aborts with 0 and changes nothing.
+var commitScript = redis.NewScript(`
+local sv = redis.call('GET', KEYS[2])
+local have = 0
+if sv then have = cjson.decode(sv)['version'] or 0 end
+if have ~= tonumber(ARGV[1]) then return 0 end
+local n = tonumber(ARGV[8])
+local i = 9
+for k = 1, n do
+  local id, want = ARGV[i], ARGV[i + 1]
+  if want ~= '' then
+    local cur = redis.call('GET', ARGV[6] .. id)
+    if not cur or cjson.decode(cur)['state'] ~= want then return 0 end
+  end
+  i = i + 4
+end
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'cn', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'sn', ARGV[5]) end
+i = 9
+for k = 1, n do
+  local id, js, terminal = ARGV[i], ARGV[i + 2], ARGV[i + 3]
+  if terminal == '1' then
+    redis.call('SET', ARGV[6] .. id, js, 'PX', ARGV[7])
+  else
+    redis.call('SET', ARGV[6] .. id, js, 'KEEPTTL')
+  end
+  i = i + 4
+end
+local nd = tonumber(ARGV[i]); i = i + 1
+for k = 1, nd do redis.call('ZREM', KEYS[3], ARGV[i]); i = i + 1 end
+local ne = tonumber(ARGV[i]); i = i + 1
+for k = 1, ne do redis.call('RPUSH', KEYS[4], ARGV[i]); i = i + 1 end
+return 1
+`)
+
+// Commit applies out for the device. loaded is the session as Load returned it (nil when
+// there was none); st.Queue gives the command states the engine saw.
+func (s *Store) Commit(ctx context.Context, deviceID, sessionID string, loaded engine.State, out engine.Output, events [][]byte) error {
+	if !out.Commit {
+		return nil
+	}
+	var expect int64
+	if loaded.Session != nil {
+		expect = loaded.Session.Version
+	}
+	sessJSON := ""
+	if out.Session != nil {
+		out.Session.Version = expect + 1
+		b, err := json.Marshal(out.Session)
+		if err != nil {
+			return fmt.Errorf("encode session: %w", err)
+		}
+		sessJSON = string(b)
+	}
+	prior := make(map[string]engine.CmdState, len(loaded.Queue))
+	for _, c := range loaded.Queue {
+		prior[c.ID] = c.State
+	}
+	args := make([]any, 0, 12+4*len(out.Commands)+len(out.Dequeue)+len(events))
+	args = append(args, expect, sessJSON, s.opt.SessionTTL.Milliseconds(),
+		nonceArg(out.NewClientNonce), nonceArg(out.NewServerNonce),
+		s.cmdPrefix(deviceID), s.opt.CommandTTL.Milliseconds(), len(out.Commands))
+	for _, c := range out.Commands {
+		b, err := json.Marshal(c)
+		if err != nil {
+			return fmt.Errorf("encode command %s: %w", c.ID, err)
+		}
+		term := "0"
+		if c.State.Terminal() {
+			term = "1"
+		}
+		args = append(args, c.ID, string(prior[c.ID]), string(b), term)
+	}
+	args = append(args, len(out.Dequeue))
+	for _, id := range out.Dequeue {
+		args = append(args, id)
+	}
+	args = append(args, len(events))
+	for _, e := range events {
+		args = append(args, e)
+	}
+	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.outboxKey(deviceID)}
+	n, err := commitScript.Run(ctx, s.rdb, keys, args...).Int()
+	if err != nil {
+		return fmt.Errorf("commit device %s session %s: %w", deviceID, sessionID, err)
+	}
+	if n != 1 {
+		return ErrConflict
+	}
+	return nil
+}
+
+func nonceArg(n []byte) string {
+	if n == nil {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString(n)
+}
+
+// AllowChallenge rate-limits challenges to devices that fail authentication or are unknown:
+// at most limit per window per key (device id). It is the only state such a device creates.
+func (s *Store) AllowChallenge(ctx context.Context, who string, limit int64, window time.Duration) (bool, error) {
+	k := s.rateKey(who)
+	pipe := s.rdb.Pipeline()
+	incr := pipe.Incr(ctx, k)
+	pipe.PExpire(ctx, k, window)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, fmt.Errorf("rate limit %s: %w", who, err)
+	}
+	return incr.Val() <= limit, nil
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
