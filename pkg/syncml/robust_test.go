@@ -2,6 +2,7 @@ package syncml
 
 import (
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -320,5 +321,31 @@ func TestEncodeRefusesBinaryInXML(t *testing.T) {
 	}
 	if got := m2.Body.Commands[0].Items[0].Data.Value; got != "\x00\x01\xff" {
 		t.Fatalf("binary data = %q", got)
+	}
+}
+
+// TestDeclaredLengthsDoNotAllocate: a WBXML body that declares huge lengths (string table,
+// OPAQUE) it does not carry is refused without allocating anything near those lengths.
+func TestDeclaredLengthsDoNotAllocate(t *testing.T) {
+	cases := map[string][]byte{
+		"string table 256 MiB": {0x02, 0xA4, 0x01, 0x6A, 0x80, 0x80, 0x80, 0x80, 0x01, 0x6D},
+		"opaque 256 MiB":       {0x02, 0xA4, 0x01, 0x6A, 0x00, 0x6D, 0x6B, 0x4F, 0xC3, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00},
+		"mb_u_int32 overflow":  {0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F, 0x6A, 0x00},
+	}
+	for name, b := range cases {
+		t.Run(name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			_, err := DecodeWBXML(b, Limits{})
+			runtime.ReadMemStats(&after)
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("got %v, want a typed error", err)
+			}
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<10 {
+				t.Fatalf("decoding %d bytes allocated %d bytes", len(b), grew)
+			}
+		})
 	}
 }
