@@ -28,7 +28,7 @@ build: ## build the binaries into ./bin
 	$(GO) build -o bin/ ./tools/...
 
 .PHONY: test
-test: lint ## run every test (race detector on); CI runs exactly this
+test: lint proto-lint verify-generated ## lint, proto checks, then every test with the race detector; CI runs exactly this
 	$(GO) test -race -count=1 $(PKGS)
 
 .PHONY: test-integration
