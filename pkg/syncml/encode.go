@@ -10,7 +10,7 @@ type writer interface {
 	close(t tag)
 	leaf(t tag, s string) // element with text; written empty (<X/>) when s == ""
 	flag(t tag)           // empty marker element (Final, MoreData, NoResp)
-	data(d *Data, inItem bool) error
+	data(d *Data, opaque bool) error // opaque: WBXML writes it as OPAQUE
 }
 
 type walker struct {
@@ -164,8 +164,11 @@ func (e *walker) command(c *Command) error {
 		}
 	}
 	e.opt(tagCorrelator, c.Correlator)
+	// Like libwbxml, item data of Add and Replace goes as OPAQUE (node values, possibly
+	// binary); other item data as inline strings. TestWBXMLBytesMatchLibwbxml pins this.
+	opaque := c.Kind == KindAdd || c.Kind == KindReplace
 	for i := range c.Items {
-		if err := e.item(&c.Items[i]); err != nil {
+		if err := e.item(&c.Items[i], opaque); err != nil {
 			return err
 		}
 	}
@@ -178,7 +181,7 @@ func (e *walker) command(c *Command) error {
 	return nil
 }
 
-func (e *walker) item(it *Item) error {
+func (e *walker) item(it *Item, opaque bool) error {
 	w := e.w
 	w.open(tagItem)
 	if it.Target != nil {
@@ -195,7 +198,7 @@ func (e *walker) item(it *Item) error {
 	}
 	e.meta(it.Meta)
 	if it.Data != nil {
-		if err := w.data(it.Data, true); err != nil {
+		if err := w.data(it.Data, opaque); err != nil {
 			return err
 		}
 	}

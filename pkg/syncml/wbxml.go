@@ -348,10 +348,11 @@ func (w *wbxmlWriter) leaf(t tag, s string) {
 	w.e.End()
 }
 
-// data writes Item/Data as OPAQUE (as libwbxml does, and binary-safe) and other Data
-// (status and alert codes, credentials) as inline strings. Embedded DevInf and DDF
+// data writes the Item/Data of Add and Replace as OPAQUE (as libwbxml does; binary-safe),
+// binary data anywhere as OPAQUE, and other text (item data of other commands, status and
+// alert codes, credentials) as inline strings. Embedded DevInf and DDF
 // documents become nested WBXML documents in OPAQUE (PROTOCOL.md §8.6).
-func (w *wbxmlWriter) data(d *Data, inItem bool) error {
+func (w *wbxmlWriter) data(d *Data, opaque bool) error {
 	if d.Value == "" {
 		w.e.Start(pageSyncML, tagData.token(), false)
 		return nil
@@ -366,7 +367,7 @@ func (w *wbxmlWriter) data(d *Data, inItem bool) error {
 			// as OPAQUE text (and is read back as opaque data).
 			w.e.OpaqueString(d.Value)
 		}
-	case inItem || d.Kind == DataOpaque:
+	case opaque || d.Kind == DataOpaque:
 		w.e.OpaqueString(d.Value)
 	default:
 		w.e.TextString(d.Value)
