@@ -8,8 +8,8 @@ package syncml
 type writer interface {
 	open(t tag)
 	close(t tag)
-	leaf(t tag, s string) // element with text; written empty (<X/>) when s == ""
-	flag(t tag)           // empty marker element (Final, MoreData, NoResp)
+	leaf(t tag, s string)            // element with text; written empty (<X/>) when s == ""
+	flag(t tag)                      // empty marker element (Final, MoreData, NoResp)
 	data(d *Data, opaque bool) error // opaque: WBXML writes it as OPAQUE
 }
 
