@@ -53,10 +53,11 @@ type NewDevice struct {
 	Account         engine.Account
 	ServerBasicCred string
 	Labels          map[string]string
+	RequestID       string // the create request's id, for idempotent retries
 }
 
 func (s *Store) encodeAccount(d NewDevice, created, now time.Time) (string, error) {
-	st := storedAccount{Account: d.Account, Labels: d.Labels, Created: created, Updated: now}
+	st := storedAccount{Account: d.Account, Labels: d.Labels, RequestID: d.RequestID, Created: created, Updated: now}
 	st.ClientNonce, st.ServerNonce = nil, nil // kept in their own hash fields
 	if d.ServerBasicCred != "" {
 		if s.opt.Sealer == nil {

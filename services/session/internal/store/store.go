@@ -112,6 +112,7 @@ type storedAccount struct {
 	engine.Account
 	ServerBasicSealed string            `json:"server_basic_sealed,omitempty"`
 	Labels            map[string]string `json:"labels,omitempty"`
+	RequestID         string            `json:"request_id,omitempty"`
 	Created           time.Time         `json:"created"`
 	Updated           time.Time         `json:"updated"`
 	Etag              int64             `json:"etag"`
@@ -119,11 +120,12 @@ type storedAccount struct {
 
 // Device is an account with its metadata, as the API sees it.
 type Device struct {
-	Account engine.Account
-	Labels  map[string]string
-	Created time.Time
-	Updated time.Time
-	Etag    int64
+	Account   engine.Account
+	Labels    map[string]string
+	RequestID string
+	Created   time.Time
+	Updated   time.Time
+	Etag      int64
 }
 
 func (s *Store) decodeAccount(data, cn, sn string) (*Device, error) {
@@ -145,7 +147,7 @@ func (s *Store) decodeAccount(data, cn, sn string) (*Device, error) {
 		}
 		a.ServerBasicCred = plain
 	}
-	return &Device{Account: a, Labels: st.Labels, Created: st.Created, Updated: st.Updated, Etag: st.Etag}, nil
+	return &Device{Account: a, Labels: st.Labels, RequestID: st.RequestID, Created: st.Created, Updated: st.Updated, Etag: st.Etag}, nil
 }
 
 // loadScript returns, for one device: account fields (data, client nonce, server nonce),

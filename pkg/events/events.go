@@ -1,0 +1,67 @@
+// Package events names and frames dmgrid's events (dmgrid.events.v1.Event): the JetStream
+// stream, the subject of each event, and event ids. Publishers (the session service's outbox
+// relay) and consumers (inventory, notifier, command watchers) share it.
+//
+// Subjects are "dmgrid.events.<kind>.<device token>", where kind is the name of the payload
+// field that is set (session_started, command_state_changed, ...) and the device token is
+// base64url(device id), so a consumer can subscribe to one kind, one device, or everything
+// ("dmgrid.events.>"). event_id is sent as Nats-Msg-Id, so JetStream drops duplicates.
+package events
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+
+	eventsv1 "github.com/dmgrid/dmgrid/proto/dmgrid/events/v1"
+)
+
+// SubjectRoot is the prefix of every event subject; StreamSubjects is what the stream holds.
+const (
+	SubjectRoot    = "dmgrid.events"
+	StreamSubjects = SubjectRoot + ".>"
+	DefaultStream  = "DMGRID_EVENTS"
+)
+
+// Kind returns the payload field name of an event ("unknown" when none is set).
+func Kind(ev *eventsv1.Event) string {
+	switch ev.GetPayload().(type) {
+	case *eventsv1.Event_SessionStarted:
+		return "session_started"
+	case *eventsv1.Event_SessionEnded:
+		return "session_ended"
+	case *eventsv1.Event_DeviceInfoReported:
+		return "device_info_reported"
+	case *eventsv1.Event_CommandStateChanged:
+		return "command_state_changed"
+	case *eventsv1.Event_GenericAlertReceived:
+		return "generic_alert_received"
+	case *eventsv1.Event_WakeRequested:
+		return "wake_requested"
+	}
+	return "unknown"
+}
+
+// DeviceToken encodes a device id as one subject token (base64url has no '.', '*', '>').
+func DeviceToken(deviceID string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(deviceID))
+}
+
+// Subject returns the subject an event is published on.
+func Subject(ev *eventsv1.Event) string {
+	return SubjectRoot + "." + Kind(ev) + "." + DeviceToken(ev.GetDeviceId())
+}
+
+// KindSubject returns the subject of one kind for one device (for subscriptions).
+func KindSubject(kind, deviceID string) string {
+	return SubjectRoot + "." + kind + "." + DeviceToken(deviceID)
+}
+
+// NewID returns a random 128-bit event id in hex.
+func NewID() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}

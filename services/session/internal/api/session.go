@@ -1,0 +1,126 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	sessionv1 "github.com/dmgrid/dmgrid/proto/dmgrid/session/v1"
+
+	"github.com/dmgrid/dmgrid/pkg/events"
+	"github.com/dmgrid/dmgrid/pkg/syncml"
+	"github.com/dmgrid/dmgrid/pkg/syncmlpb"
+	"github.com/dmgrid/dmgrid/services/session/internal/engine"
+	"github.com/dmgrid/dmgrid/services/session/internal/store"
+)
+
+// Notifier is told which devices have new events in their outbox (the outbox relay).
+type Notifier interface{ Notify(deviceID string) }
+
+// Sessions implements dmgrid.session.v1.SessionService: one device message in, the reply out.
+type Sessions struct {
+	sessionv1.UnimplementedSessionServiceServer
+	St     *store.Store
+	Engine *engine.Engine
+	Relay  Notifier
+	Log    *slog.Logger
+	Now    func() time.Time
+	// ChallengeLimit bounds challenges per device id per ChallengeWindow for unknown
+	// devices and failed authentication.
+	ChallengeLimit  int64
+	ChallengeWindow time.Duration
+}
+
+// maxCommitAttempts bounds retries when two workers race on one session.
+const maxCommitAttempts = 4
+
+// HandleMessage runs the engine on one message: load (one Redis round trip), process,
+// commit (one round trip, compare-and-set on the session version; retried on conflict).
+func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessageRequest) (*sessionv1.HandleMessageResponse, error) {
+	m, err := syncmlpb.FromProto(req.GetMessage())
+	if err != nil {
+		return nil, invalid("message", err.Error())
+	}
+	tr := req.GetTransport()
+	in := engine.Input{
+		Msg:        m,
+		Encoding:   syncmlpb.EncodingFromProto(tr.GetEncoding()),
+		BodyHash:   tr.GetBodyMd5(),
+		HMACHeader: tr.GetHmacHeader(),
+		Now:        s.Now(),
+	}
+	dev, sid := m.Header.Source.LocURI, m.Header.SessionID
+	resp := &sessionv1.HandleMessageResponse{DeviceId: dev, SessionId: sid, HttpStatus: 200}
+	if err := syncml.Validate(m); err != nil {
+		// Refused before touching any state: the engine builds the SyncML Status.
+		out := s.Engine.Process(engine.State{}, in)
+		resp.Reply = syncmlpb.ToProto(out.Reply)
+		return resp, nil
+	}
+	for attempt := 0; attempt < maxCommitAttempts; attempt++ {
+		st, err := s.St.Load(ctx, dev, sid)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "load state: %v", err)
+		}
+		out := s.Engine.Process(st, in)
+		if out.AuthFailure && s.ChallengeLimit > 0 {
+			ok, err := s.St.AllowChallenge(ctx, dev, s.ChallengeLimit, s.ChallengeWindow)
+			if err != nil {
+				return nil, status.Errorf(codes.Unavailable, "rate limit: %v", err)
+			}
+			if !ok {
+				s.Log.Warn("challenge rate limit", "device_id", dev)
+				resp.HttpStatus = 429
+				return resp, nil
+			}
+		}
+		evs, err := s.encodeEvents(out.Events, dev, in.Now)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "encode events: %v", err)
+		}
+		err = s.St.Commit(ctx, dev, sid, st, out, evs)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "commit: %v", err)
+		}
+		if len(evs) > 0 && s.Relay != nil {
+			s.Relay.Notify(dev)
+		}
+		resp.Reply = syncmlpb.ToProto(out.Reply)
+		if a := st.Account; a != nil && a.ServerAuth == engine.AuthHMAC {
+			resp.ReplyAuth = &sessionv1.ReplyAuth{Username: a.ServerName, KeyB64Md5: a.ServerKey, Nonce: a.ServerNonce}
+			if out.NewServerNonce != nil {
+				resp.ReplyAuth.Nonce = out.NewServerNonce
+			}
+		}
+		return resp, nil
+	}
+	// Another worker kept winning: the gateway answers 503 and the device retries the
+	// same message, which then finds the committed state (retransmission cache).
+	return nil, status.Error(codes.Aborted, "session changed concurrently; retry")
+}
+
+func (s *Sessions) encodeEvents(evs []engine.Event, dev string, now time.Time) ([][]byte, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	out := make([][]byte, 0, len(evs))
+	for _, e := range evs {
+		pe := eventToProto(e, dev, now)
+		pe.EventId = events.NewID()
+		b, err := proto.Marshal(pe)
+		if err != nil {
+			return nil, fmt.Errorf("marshal %s event: %w", e.Kind, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}

@@ -1,0 +1,78 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The outbox: events committed with the state change that produced them, in a per-device
+// list, relayed to NATS in order by the outbox relay. A device's events are published in the
+// order they were committed; an entry leaves the outbox only after JetStream acknowledged it.
+
+// ReadOutbox returns up to n of the device's oldest pending events.
+func (s *Store) ReadOutbox(ctx context.Context, deviceID string, n int) ([][]byte, error) {
+	vals, err := s.rdb.LRange(ctx, s.outboxKey(deviceID), 0, int64(n)-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read outbox of %s: %w", deviceID, err)
+	}
+	out := make([][]byte, len(vals))
+	for i, v := range vals {
+		out[i] = []byte(v)
+	}
+	return out, nil
+}
+
+// popScript removes published entries from the head of the outbox, but only while the head
+// is exactly the entry that was published: two relays working on one device (after a
+// restart, or on two workers) can never drop an entry the other has not published.
+var popScript = redis.NewScript(`
+local n = 0
+for i = 1, #ARGV do
+  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[i] then break end
+  redis.call('LPOP', KEYS[1])
+  n = n + 1
+end
+return n
+`)
+
+// PopOutbox removes the given (published) entries from the head of the device's outbox and
+// returns how many it removed.
+func (s *Store) PopOutbox(ctx context.Context, deviceID string, published [][]byte) (int, error) {
+	args := make([]any, len(published))
+	for i, p := range published {
+		args[i] = p
+	}
+	n, err := popScript.Run(ctx, s.rdb, []string{s.outboxKey(deviceID)}, args...).Int()
+	if err != nil {
+		return 0, fmt.Errorf("pop outbox of %s: %w", deviceID, err)
+	}
+	return n, nil
+}
+
+// ScanOutboxes calls fn with the device id of every non-empty outbox (on every master of a
+// cluster). The relay runs it at start and periodically, to pick up events a worker left
+// behind when it stopped or when NATS was unreachable.
+func (s *Store) ScanOutboxes(ctx context.Context, fn func(deviceID string)) error {
+	match := s.prefix + ":{d:*}:outbox"
+	scan := func(ctx context.Context, c *redis.Client) error {
+		it := c.Scan(ctx, 0, match, 500).Iterator()
+		for it.Next(ctx) {
+			k := it.Val()
+			rest := strings.TrimPrefix(k, s.prefix+":{d:")
+			if id, ok := strings.CutSuffix(rest, "}:outbox"); ok {
+				fn(id)
+			}
+		}
+		return it.Err()
+	}
+	switch c := s.rdb.(type) {
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, scan)
+	case *redis.Client:
+		return scan(ctx, c)
+	}
+	return fmt.Errorf("scan outboxes: unsupported client %T", s.rdb)
+}
