@@ -172,10 +172,28 @@ func eventToProto(e engine.Event, deviceID string, now time.Time) *eventsv1.Even
 		}
 		ev.Payload = &eventsv1.Event_DeviceInfoReported{DeviceInfoReported: di}
 	case engine.EventCommandStateChanged:
-		ev.Payload = &eventsv1.Event_CommandStateChanged{CommandStateChanged: &eventsv1.CommandStateChanged{Command: CommandToProto(e.Command)}}
+		ev.Payload = &eventsv1.Event_CommandStateChanged{CommandStateChanged: &eventsv1.CommandStateChanged{Command: eventCommand(e.Command)}}
 	case engine.EventGenericAlert:
 		ev.Payload = &eventsv1.Event_GenericAlertReceived{GenericAlertReceived: &eventsv1.GenericAlertReceived{
 			SessionId: e.Session, Correlator: e.Correlator, SourceUri: e.SourceURI, Type: e.AlertType, Format: e.Format, Mark: e.Mark, Data: e.Data}}
 	}
 	return ev
+}
+
+// maxEventData bounds the bytes of node values an event carries: events must stay well under
+// NATS's maximum payload (1 MiB by default) however large the objects a command moved.
+// Consumers that need a large value read the command with GetCommand.
+const maxEventData = 64 << 10
+
+// eventCommand is the command as carried in events: without the operation's data and with
+// result values over maxEventData left out (their size stays visible via GetCommand).
+func eventCommand(c *engine.Command) *commandv1.Command {
+	pc := CommandToProto(c)
+	pc.Operation.Data = nil
+	for _, r := range pc.Results {
+		if len(r.Data) > maxEventData {
+			r.Data = nil
+		}
+	}
+	return pc
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -35,6 +36,8 @@ type Sessions struct {
 	// devices and failed authentication.
 	ChallengeLimit  int64
 	ChallengeWindow time.Duration
+	// Handled counts messages this worker processed (tests check that load spreads).
+	Handled atomic.Int64
 }
 
 // maxCommitAttempts bounds retries when two workers race on one session.
@@ -43,6 +46,7 @@ const maxCommitAttempts = 4
 // HandleMessage runs the engine on one message: load (one Redis round trip), process,
 // commit (one round trip, compare-and-set on the session version; retried on conflict).
 func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessageRequest) (*sessionv1.HandleMessageResponse, error) {
+	s.Handled.Add(1)
 	m, err := syncmlpb.FromProto(req.GetMessage())
 	if err != nil {
 		return nil, invalid("message", err.Error())

@@ -82,6 +82,9 @@ func (p *proc) clientStatus(c *syncml.Command) {
 		return
 	}
 	switch {
+	case code == 215 || code == 216:
+		// Not executed (Sequence stopped) or rolled back with its Atomic: it had no effect.
+		p.setState(cmd, StateFailed, code, "device answered "+c.Data+" (not executed or rolled back)")
 	case code >= 200 && code < 300:
 		p.setState(cmd, StateCompleted, code, "")
 	default:

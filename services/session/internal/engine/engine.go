@@ -290,9 +290,10 @@ func (e *Engine) Process(st State, in Input) Output {
 		p.finish(msgID)
 		return out
 	}
-	if !m.Body.Final {
+	if !m.Body.Final && hasAlert(m, "1222") == "" {
 		// The client's package continues: ask for the next message (RepPro §2.1.2, Alert
-		// 1222), no new commands, no Final.
+		// 1222), no new commands, no Final. (A client message carrying Alert 1222 instead
+		// asks for OUR next message, e.g. after Status 213 for a chunk: we go on below.)
 		p.r.add(syncml.Command{Kind: syncml.KindAlert, Data: "1222",
 			Items: []syncml.Item{{Target: &syncml.Locator{LocURI: m.Header.Source.LocURI}, Source: &syncml.Locator{LocURI: m.Header.Target.LocURI}}}})
 		p.finish(msgID)

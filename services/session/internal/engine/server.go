@@ -198,7 +198,7 @@ func (p *proc) startChunks(c *Command, sz *sizer, limit int64) {
 		p.sess.Ended, p.sess.Outcome = true, "completed"
 		return
 	}
-	lo := &OutLO{CommandID: c.ID, Wire: []byte(wire), Format: format}
+	lo := &OutLO{CommandID: c.ID, Total: len(wire), Format: format}
 	p.sess.OutLO = lo
 	p.chunk(c, lo, sz, limit)
 }
@@ -207,6 +207,15 @@ func (p *proc) startChunks(c *Command, sz *sizer, limit int64) {
 // base64 split on 4-character boundaries, Meta Size (the transmitted length) on the first
 // chunk, MoreData on all but the last, Final only after the last.
 func (p *proc) chunk(c *Command, lo *OutLO, sz *sizer, limit int64) {
+	// The wire form is derived again from the queued command rather than kept in the
+	// session record, which would otherwise carry the whole object on every message.
+	wire, _ := p.wire(c.Op)
+	if len(wire) != lo.Total {
+		p.sess.OutLO = nil
+		p.setState(c, StateFailed, 500, "large object changed while being sent")
+		p.r.msg.Body.Final = true
+		return
+	}
 	sc := p.toSyncML(c)
 	it := &sc.Items[0]
 	it.Data = &syncml.Data{}
@@ -217,14 +226,14 @@ func (p *proc) chunk(c *Command, lo *OutLO, sz *sizer, limit int64) {
 		it.Meta = &syncml.Meta{}
 	}
 	if lo.Offset == 0 {
-		it.Meta.Size = strconv.Itoa(len(lo.Wire))
+		it.Meta.Size = strconv.Itoa(lo.Total)
 	}
 	it.MoreData = true
 	room := limit - sizeMargin - sz.total - sz.size(&sc)
 	if room < 16 {
 		room = 16
 	}
-	n := int64(len(lo.Wire) - lo.Offset)
+	n := int64(lo.Total - lo.Offset)
 	last := n <= room
 	if !last {
 		n = room
@@ -235,7 +244,7 @@ func (p *proc) chunk(c *Command, lo *OutLO, sz *sizer, limit int64) {
 	} else {
 		it.MoreData = false
 	}
-	it.Data.Value = string(lo.Wire[lo.Offset : lo.Offset+int(n)])
+	it.Data.Value = wire[lo.Offset : lo.Offset+int(n)]
 	lo.Offset += int(n)
 	lo.Acked = false
 	p.r.add(sc)

@@ -70,8 +70,8 @@ type InLO struct {
 type OutLO struct {
 	CommandID string `json:"command_id"`
 	Offset    int    `json:"offset"` // bytes of the wire form already sent
-	Wire      []byte `json:"wire"`   // the data as transmitted (base64 text in XML)
-	Format    string `json:"format"`
+	Total     int    `json:"total"`  // length of the wire form (base64 text in XML)
+	Format    string `json:"format"` // the wire form is re-derived from the command's data`
 	Acked     bool   `json:"acked"` // the client answered the last chunk with 213
 	LastCmdID string `json:"last_cmd_id"`
 	LastMsgID int    `json:"last_msg_id"`

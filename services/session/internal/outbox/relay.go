@@ -210,6 +210,11 @@ func (r *Relay) publish(ctx context.Context, entry []byte) error {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if _, err := r.js.PublishMsg(pctx, msg); err != nil {
+		if errors.Is(err, nats.ErrMaxPayload) {
+			// Can never succeed: retrying would block the device's later events forever.
+			r.log.Error("event larger than the NATS maximum payload; dropped", "device_id", ev.GetDeviceId(), "subject", msg.Subject, "bytes", len(entry))
+			return nil
+		}
 		return fmt.Errorf("publish %s: %w", msg.Subject, err)
 	}
 	return nil
