@@ -72,7 +72,7 @@ type OutLO struct {
 	Offset    int    `json:"offset"` // bytes of the wire form already sent
 	Total     int    `json:"total"`  // length of the wire form (base64 text in XML)
 	Format    string `json:"format"` // the wire form is re-derived from the command's data`
-	Acked     bool   `json:"acked"` // the client answered the last chunk with 213
+	Acked     bool   `json:"acked"`  // the client answered the last chunk with 213
 	LastCmdID string `json:"last_cmd_id"`
 	LastMsgID int    `json:"last_msg_id"`
 }
