@@ -50,8 +50,13 @@ func (p *proc) authenticate() bool {
 		ok = present && credTypeOK(cred, AuthBasic) && dmauth.VerifyBasic(cred.Data, a.ClientName, a.ClientKey)
 	case AuthMD5:
 		present = cred != nil
-		ok = present && credTypeOK(cred, AuthMD5) && sameName(m.Header.Source.LocName, a.ClientName) &&
-			dmauth.VerifyMD5(cred.Data, a.ClientKey, a.ClientNonce)
+		// Clients must hash the base64-decoded nonce; some (AOSP) hash its base64 text
+		// instead, which is accepted as well (PROTOCOL.md §12.8). Either way the nonce is
+		// rotated on success, so no credential works twice.
+		ok = present && credTypeOK(cred, AuthMD5) && sameName(m.Header.Source.LocName, a.ClientName)
+		if ok {
+			ok, _ = dmauth.VerifyMD5Lenient(cred.Data, a.ClientKey, dmauth.EncodeNonce(a.ClientNonce))
+		}
 	case AuthHMAC:
 		present = p.in.HMACHeader != ""
 		if present {

@@ -321,3 +321,67 @@ func TestIdleTimeoutRequeues(t *testing.T) {
 		t.Fatalf("after two unanswered attempts c1 = %s attempts %d", got.State, got.Attempts)
 	}
 }
+
+// TestAcceptsNonceAsBase64Text: AOSP builds its MD5 credential over the NextNonce text
+// rather than the decoded bytes (PROTOCOL.md §12.8); it authenticates, and the nonce rotates.
+func TestAcceptsNonceAsBase64Text(t *testing.T) {
+	c := newClient(t, Config{})
+	c.nonce = []byte(dmauth.EncodeNonce(c.st.acct.ClientNonce))
+	r := c.send(c.pkg1(true))
+	if got := hdrCode(t, r); got != "212" {
+		t.Fatalf("nonce-as-text credential answered %s", got)
+	}
+}
+
+func TestMsgIDOutOfOrderRefused(t *testing.T) {
+	c := newClient(t, Config{})
+	c.nonce = c.st.acct.ClientNonce
+	c.send(c.pkg1(true))
+	before := *c.st.sessions["1A2B"]
+	c.msgID += 3 // skip ahead
+	m := &syncml.Message{Header: c.header()}
+	m.Body.Commands = []syncml.Command{{Kind: syncml.KindStatus, CmdID: "1", MsgRef: "1", CmdRef: "0", Cmd: "SyncHdr", Data: "200"}}
+	m.Body.Final = true
+	r := c.send(m)
+	if got := hdrCode(t, r); got != "400" {
+		t.Fatalf("out-of-order MsgID answered %s, want 400", got)
+	}
+	if after := c.st.sessions["1A2B"]; after.ClientMsgID != before.ClientMsgID || after.Version != before.Version {
+		t.Fatal("a refused message changed the session")
+	}
+}
+
+func TestUnknownSessionRefused(t *testing.T) {
+	c := newClient(t, Config{})
+	m := &syncml.Message{Header: c.header()}
+	m.Body.Commands = []syncml.Command{{Kind: syncml.KindStatus, CmdID: "1", MsgRef: "1", CmdRef: "0", Cmd: "SyncHdr", Data: "200"}}
+	m.Body.Final = true
+	r := c.send(m)
+	if got := hdrCode(t, r); got != "404" || r.Body.Commands[1].Data != "1223" {
+		t.Fatalf("unknown session answered %s %+v, want 404 + Alert 1223", got, r.Body.Commands)
+	}
+	if len(c.st.sessions) != 0 {
+		t.Fatal("state created for an unknown session")
+	}
+}
+
+// TestReplayedNonceRefused: a recorded Package 1 replayed in a new session fails, because
+// the nonce it was built on was rotated when it first succeeded.
+func TestReplayedNonceRefused(t *testing.T) {
+	c := newClient(t, Config{})
+	c.nonce = c.st.acct.ClientNonce
+	first := c.pkg1(true)
+	if got := hdrCode(t, c.send(first)); got != "212" {
+		t.Fatalf("first use answered %s", got)
+	}
+	replay := *first
+	replay.Header.SessionID = "BEEF"
+	c.sess = "BEEF"
+	r := c.send(&replay)
+	if got := hdrCode(t, r); got != "401" {
+		t.Fatalf("replayed credential answered %s, want 401", got)
+	}
+	if _, ok := c.st.sessions["BEEF"]; ok {
+		t.Fatal("replay created a session")
+	}
+}
