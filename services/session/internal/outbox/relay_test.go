@@ -1,0 +1,156 @@
+package outbox
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/dmgrid/dmgrid/proto/dmgrid/events/v1"
+
+	"github.com/dmgrid/dmgrid/internal/testredis"
+	"github.com/dmgrid/dmgrid/pkg/events"
+	"github.com/dmgrid/dmgrid/services/session/internal/engine"
+	"github.com/dmgrid/dmgrid/services/session/internal/store"
+)
+
+func startNATS(t *testing.T, port int, dir string) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	return ns
+}
+
+func event(dev string, i int) []byte {
+	b, _ := proto.Marshal(&eventsv1.Event{EventId: fmt.Sprintf("%s-%03d", dev, i), DeviceId: dev, Time: timestamppb.Now(),
+		Payload: &eventsv1.Event_WakeRequested{WakeRequested: &eventsv1.WakeRequested{Reason: fmt.Sprint(i)}}})
+	return b
+}
+
+// TestNoEventLostWhileNATSIsDown: events committed while NATS is unreachable wait in the
+// Redis outbox and are published, in order per device and without duplicates, once it is
+// back.
+func TestNoEventLostWhileNATSIsDown(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	ns := startNATS(t, -1, dir)
+	url := ns.ClientURL()
+	port := ns.Addr().(*net.TCPAddr).Port
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := EnsureStream(ctx, js, "EV"); err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(testredis.Client(t), testredis.Prefix(t), store.Options{})
+	devs := []string{"IMEI:A", "IMEI:B"}
+	for _, d := range devs {
+		if err := st.CreateDevice(ctx, store.NewDevice{Account: engine.Account{DeviceID: d}}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(from, to int) {
+		for _, d := range devs {
+			var evs [][]byte
+			for i := from; i < to; i++ {
+				evs = append(evs, event(d, i))
+			}
+			c := &engine.Command{ID: store.NewCommandID(d, fmt.Sprint(from)), DeviceID: d, State: engine.StateQueued}
+			if _, _, err := st.Enqueue(ctx, d, "", []*engine.Command{c}, evs); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r := New(st, js, slog.New(slog.NewTextHandler(io.Discard, nil)), Config{ScanInterval: 200 * time.Millisecond, Retry: 100 * time.Millisecond})
+	go r.Run(ctx)
+	write(0, 10)
+	streamCount := func() uint64 {
+		s, err := js.Stream(ctx, "EV")
+		if err != nil {
+			return 0
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return 0
+		}
+		return info.State.Msgs
+	}
+	waitFor(t, func() bool { return streamCount() == 20 })
+
+	// NATS goes away; the session service keeps committing.
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	write(10, 30)
+	time.Sleep(300 * time.Millisecond) // the relay tries and fails meanwhile
+	for _, d := range devs {
+		pending, _ := st.ReadOutbox(ctx, d, 100)
+		if len(pending) != 20 {
+			t.Fatalf("%s: %d events in the outbox while NATS is down, want 20", d, len(pending))
+		}
+	}
+	// Back on the same port and store.
+	ns2 := startNATS(t, port, dir)
+	defer ns2.Shutdown()
+	waitFor(t, func() bool { return streamCount() == 60 })
+
+	// Per device: all 30 events, in commit order, once each.
+	cons, err := js.OrderedConsumer(ctx, "EV", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string][]string{}
+	for i := 0; i < 60; i++ {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev eventsv1.Event
+		if err := proto.Unmarshal(m.Data(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject() != events.Subject(&ev) || m.Headers().Get(jetstream.MsgIDHeader) != ev.EventId {
+			t.Fatalf("subject %s / msg id %q for event %s", m.Subject(), m.Headers().Get(jetstream.MsgIDHeader), ev.EventId)
+		}
+		seen[ev.DeviceId] = append(seen[ev.DeviceId], ev.EventId)
+	}
+	for _, d := range devs {
+		if len(seen[d]) != 30 {
+			t.Fatalf("%s: %d events", d, len(seen[d]))
+		}
+		for i, id := range seen[d] {
+			if id != fmt.Sprintf("%s-%03d", d, i) {
+				t.Fatalf("%s: event %d is %s: out of order or duplicated", d, i, id)
+			}
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
