@@ -13,15 +13,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	commandv1 "github.com/dmgrid/dmgrid/proto/dmgrid/command/v1"
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
+	eventsv1 "github.com/dmgrid/dmgrid/proto/dmgrid/events/v1"
 
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
 	"github.com/dmgrid/dmgrid/pkg/dmsim"
+	"github.com/dmgrid/dmgrid/pkg/events"
 	"github.com/dmgrid/dmgrid/pkg/syncml"
 )
 
@@ -412,5 +417,120 @@ func TestFleetConcurrent(t *testing.T) {
 		if c.State != commandv1.Command_STATE_COMPLETED || c.Attempts != 1 {
 			t.Fatalf("%s = %v after %d attempts", id, c.State, c.Attempts)
 		}
+	}
+}
+
+// TestNotificationInitiatedFUMOWithServerAuth: a session answering a Package 0 (Alert 1200
+// with the trigger's session id), mutual MD5 authentication (the device checks the server's
+// credentials), a FUMO Replace+Exec answered 202, and the device's Generic Alert carrying the
+// Exec's Correlator in the next session, published as an event.
+func TestNotificationInitiatedFUMOWithServerAuth(t *testing.T) {
+	st := Start(t, Options{Workers: 2})
+	ctx := context.Background()
+	id := "IMEI:fumo"
+	if _, err := st.Devices.CreateDevice(ctx, &devicev1.CreateDeviceRequest{Device: &devicev1.Device{
+		DeviceId:   id,
+		ClientAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_MD5, Name: "fumo-client", Secret: "client-pw"},
+		ServerAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_MD5, Name: "dms.example", Secret: "server-pw"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	d := dmsim.NewDevice(dmsim.Config{DevID: id, AuthType: dmauth.TypeMD5, ClientName: "fumo-client", ClientSecret: "client-pw",
+		ServerName: "dms.example", ServerSecret: "server-pw", ServerURL: st.URL})
+	alerts := make(chan *nats.Msg, 8)
+	sub, err := st.NC.ChanSubscribe(events.KindSubject("generic_alert_received", id), alerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	cmds := enqueue(t, st, id, commandv1.Group_GROUP_SEQUENCE,
+		replace("./FUMO/FwPkg1/DownloadAndUpdate/PkgURL", []byte("https://dl.example.com/fw2.bin")),
+		&commandv1.Operation{Type: commandv1.OperationType_OPERATION_TYPE_EXEC, TargetUri: "./FUMO/FwPkg1/DownloadAndUpdate", Correlator: "corr-77"})
+	rep := run(t, d, dmsim.SessionOptions{SessionID: "1A2B"})
+	if rep.SessionID != "1A2B" || rep.Initiator != dmsim.InitiatorServer {
+		t.Fatalf("session %s initiator %v", rep.SessionID, rep.Initiator)
+	}
+	if !rep.ServerAuthChecked || !rep.ServerAuthenticated {
+		t.Fatalf("the device did not authenticate the server: checked=%v ok=%v", rep.ServerAuthChecked, rep.ServerAuthenticated)
+	}
+	if c := command(t, st, cmds[1].CommandId); c.State != commandv1.Command_STATE_COMPLETED || c.StatusCode != 202 {
+		t.Fatalf("Exec = %v %d", c.State, c.StatusCode)
+	}
+	run(t, d, dmsim.SessionOptions{}) // the device reports the update result
+	select {
+	case m := <-alerts:
+		var ev eventsv1.Event
+		if err := proto.Unmarshal(m.Data, &ev); err != nil {
+			t.Fatal(err)
+		}
+		ga := ev.GetGenericAlertReceived()
+		if ga.GetCorrelator() != "corr-77" || ga.GetType() != "org.openmobilealliance.dm.firmwareupdate.downloadandupdate" || string(ga.GetData()) != "200" {
+			t.Fatalf("generic alert event = %+v", ga)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no generic alert event")
+	}
+}
+
+// TestAPIMisuse: bad requests get InvalidArgument with the offending field, unknown things
+// NotFound, impossible changes FailedPrecondition; nothing stored changes.
+func TestAPIMisuse(t *testing.T) {
+	st := Start(t, Options{Workers: 1})
+	ctx := context.Background()
+	field := func(err error) string {
+		for _, d := range status.Convert(err).Details() {
+			if br, ok := d.(*errdetails.BadRequest); ok && len(br.FieldViolations) > 0 {
+				return br.FieldViolations[0].Field
+			}
+		}
+		return ""
+	}
+	_, err := st.Devices.CreateDevice(ctx, &devicev1.CreateDeviceRequest{Device: &devicev1.Device{DeviceId: "IMEI:x"}})
+	if status.Code(err) != codes.InvalidArgument || field(err) != "device.client_auth.type" {
+		t.Fatalf("missing client auth: %v (field %q)", err, field(err))
+	}
+	_, err = st.Devices.CreateDevice(ctx, &devicev1.CreateDeviceRequest{Device: &devicev1.Device{DeviceId: "IMEI x",
+		ClientAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_NONE}}})
+	if status.Code(err) != codes.InvalidArgument || field(err) != "device_id" {
+		t.Fatalf("device id with a space: %v", err)
+	}
+	if _, err := st.Devices.GetDevice(ctx, &devicev1.GetDeviceRequest{DeviceId: "IMEI:none"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown device: %v", err)
+	}
+	_, err = st.Commands.EnqueueCommands(ctx, &commandv1.EnqueueCommandsRequest{DeviceId: "IMEI:none", Operations: []*commandv1.Operation{get("./A")}})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("enqueue for an unknown device: %v", err)
+	}
+	d := provision(t, st, "IMEI:misuse", dmauth.TypeMD5, syncml.EncodingXML, nil)
+	for _, c := range []struct {
+		op    *commandv1.Operation
+		field string
+	}{
+		{get("../etc/passwd"), "operations[0].target_uri"},
+		{get(""), "operations[0].target_uri"},
+		{&commandv1.Operation{TargetUri: "./A"}, "operations[0].type"},
+		{&commandv1.Operation{Type: commandv1.OperationType_OPERATION_TYPE_GET, TargetUri: "./A", Data: []byte("x")}, "operations[0].data"},
+		{&commandv1.Operation{Type: commandv1.OperationType_OPERATION_TYPE_REPLACE, TargetUri: "./A", Data: []byte("x"), Format: "jpeg"}, "operations[0].format"},
+	} {
+		_, err := st.Commands.EnqueueCommands(ctx, &commandv1.EnqueueCommandsRequest{DeviceId: d.DevID(), Operations: []*commandv1.Operation{c.op}})
+		if status.Code(err) != codes.InvalidArgument || field(err) != c.field {
+			t.Fatalf("%+v: %v (field %q, want %q)", c.op, err, field(err), c.field)
+		}
+	}
+	cmds := enqueue(t, st, d.DevID(), 0, get("./DevInfo/Man"))
+	run(t, d, dmsim.SessionOptions{})
+	_, err = st.Commands.CancelCommand(ctx, &commandv1.CancelCommandRequest{CommandId: cmds[0].CommandId})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("cancel of a completed command: %v", err)
+	}
+	if c := command(t, st, cmds[0].CommandId); c.State != commandv1.Command_STATE_COMPLETED {
+		t.Fatalf("a refused cancel changed the command: %v", c.State)
+	}
+	if _, err := st.Commands.GetCommand(ctx, &commandv1.GetCommandRequest{CommandId: "garbage"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("bad command id: %v", err)
+	}
+	_, err = st.Devices.ListDevices(ctx, &devicev1.ListDevicesRequest{PageToken: "!!"})
+	if status.Code(err) != codes.InvalidArgument || field(err) != "page_token" {
+		t.Fatalf("bad page token: %v", err)
 	}
 }
