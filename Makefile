@@ -19,13 +19,12 @@ help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: build ## start dmgrid (today: builds the tools; the services arrive with the session issue)
-	@echo "dmgrid services are not built yet: this tree has the protocol libraries and dmctl."
-	@echo "Try: ./bin/dmctl syncml decode < ../shared/omadm/vectors/messages/01_pkg1_client_init.wbxml"
+run: ## start all of dmgrid in one process (embedded NATS and Redis-protocol server unless DMGRID_REDIS_URL/DMGRID_NATS_URL are set)
+	$(GO) run ./tools/devstack $(RUN_ARGS)
 
 .PHONY: build
 build: ## build the binaries into ./bin
-	$(GO) build -o bin/ ./tools/...
+	$(GO) build -o bin/ ./tools/... ./services/gateway/cmd/... ./services/session/cmd/...
 
 .PHONY: test
 test: lint proto-lint verify-generated ## lint, proto checks, then every test with the race detector; CI runs exactly this

@@ -96,6 +96,11 @@ func run(t *testing.T, d *dmsim.Device, opt dmsim.SessionOptions) *dmsim.Session
 	if err != nil {
 		t.Fatalf("session of %s: %v", d.DevID(), err)
 	}
+	// dmsim notes server protocol slips as warnings (MsgID order, missing 213, a reply
+	// over the device's MaxMsgSize, ...): a correct server causes none.
+	if len(rep.Warnings) > 0 {
+		t.Fatalf("session of %s: protocol warnings: %v", d.DevID(), rep.Warnings)
+	}
 	return rep
 }
 

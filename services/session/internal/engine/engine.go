@@ -171,7 +171,10 @@ func (r *reply) hdrStatus(in *syncml.Message, code int, chal *syncml.Chal) {
 // refuse answers a message the engine will not process: Status for the header with code,
 // Status code for each command, optionally Alert 1223, Final. Nothing is committed.
 func (e *Engine) refuse(in *syncml.Message, code int, abort bool, outcome string) Output {
-	msgID := 1
+	msgID, err := strconv.Atoi(in.Header.MsgID)
+	if err != nil || msgID < 1 {
+		msgID = 1
+	}
 	r := newReply(in, msgID)
 	r.hdrStatus(in, code, nil)
 	if abort {
@@ -245,13 +248,17 @@ func (e *Engine) Process(st State, in Input) Output {
 	newSession := sess == nil
 	if newSession {
 		ini, _ := strconv.Atoi(alert)
+		// Replies mirror the client's MsgID numbering from the session's first message: a
+		// challenged Pkg1 leaves no state, and the retry carries the next client MsgID, so
+		// our MsgIDs keep increasing across the challenge (RepPro §4.1.1.4 wants them to).
 		sess = &Session{
-			DeviceID:  acct.DeviceID,
-			SessionID: m.Header.SessionID,
-			Initiator: ini,
-			Encoding:  in.Encoding.String(),
-			AuthType:  acct.ClientAuth,
-			Started:   in.Now,
+			DeviceID:    acct.DeviceID,
+			SessionID:   m.Header.SessionID,
+			Initiator:   ini,
+			Encoding:    in.Encoding.String(),
+			AuthType:    acct.ClientAuth,
+			Started:     in.Now,
+			ServerMsgID: msgID - 1,
 		}
 	} else {
 		cp := *sess
@@ -322,7 +329,8 @@ func (e *Engine) challengeUnknown(m *syncml.Message, in Input) Output {
 	if m.Header.Cred != nil || in.HMACHeader != "" {
 		code = 401
 	}
-	r := newReply(m, 1)
+	msgID, _ := strconv.Atoi(m.Header.MsgID)
+	r := newReply(m, msgID)
 	r.hdrStatus(m, code, &syncml.Chal{Meta: &syncml.Meta{Type: string(dmauth.TypeMD5), Format: "b64", NextNonce: dmauth.EncodeNonce(e.nonce())}})
 	for i := range m.Body.Commands {
 		if m.Body.Commands[i].Kind != syncml.KindStatus && m.Body.Commands[i].Kind != syncml.KindResults {
