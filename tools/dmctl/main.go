@@ -1,20 +1,25 @@
-// Command dmctl is dmgrid's command-line tool. Today it converts and checks SyncML DM
-// messages offline; it grows into the client of dmgrid's gRPC APIs.
+// Command dmctl is dmgrid's command-line tool. It converts and checks SyncML DM messages
+// offline, and it is a client of dmgrid's public gRPC APIs (dmgrid.device.v1 and
+// dmgrid.command.v1):
 //
-//	dmctl syncml decode                 WBXML or XML on stdin → pretty XML on stdout
-//	dmctl syncml encode --to wbxml|xml  XML on stdin → that encoding on stdout
-//	dmctl syncml validate               WBXML or XML on stdin → "ok" or the first problem
+//	dmctl syncml decode|encode|validate          SyncML tools on stdin/stdout
+//	dmctl device create|get|list|delete          DeviceService
+//	dmctl command enqueue|get|list|cancel|watch  CommandService
 //
-// On bad input dmctl prints one line to stderr and exits with status 1 (2 for usage errors).
+// "dmctl help" lists every command and flag. On bad input or an API error dmctl prints one
+// line to stderr and exits with status 1 (2 for usage errors).
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/dmgrid/dmgrid/pkg/syncml"
 )
@@ -23,7 +28,10 @@ import (
 const maxInput = 64 << 20
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := runContext(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 type usageError struct{ msg string }
@@ -32,20 +40,78 @@ func (e usageError) Error() string { return e.msg }
 
 const usage = `usage: dmctl <command> [flags]
 
-commands:
+SyncML tools (offline):
   syncml decode                 read XML or WBXML on stdin, write pretty XML
   syncml encode --to wbxml|xml  read XML on stdin, write it in the given encoding
   syncml validate               read XML or WBXML on stdin, check it against the DM rules
+
+Devices (dmgrid.device.v1.DeviceService):
+  device create <device-id> --client-auth none|basic|md5|hmac [--client-name N] [--client-secret S]
+      [--server-auth none|basic|md5|hmac --server-name N --server-secret S]
+      [--server-id ID] [--msisdn +E164] [--label k=v]... [--request-id R]
+                                print the created device
+  device get <device-id>
+  device list [--label k=v]... [--page-size N] [--page-token T] [--all]
+                                --all follows page tokens to the last page
+  device delete <device-id> [--etag E]
+
+Commands (dmgrid.command.v1.CommandService):
+  command enqueue <device-id> get <uri>...
+  command enqueue <device-id> replace <uri> <value> [--format F] [--type T]
+  command enqueue <device-id> add <uri> [<value>] [--format F] [--type T]
+  command enqueue <device-id> delete <uri>...
+  command enqueue <device-id> exec <uri> [<data>] [--correlator C] [--format F] [--type T]
+  command enqueue <device-id> copy <source-uri> <target-uri>
+      enqueue flags: [--atomic|--sequence] [--wake] [--request-id R] [--expire 1h]
+      prints the new command ids, one per line; a value "@file" is read from the file,
+      "@@text" stands for the literal "@text"
+  command get <command-id>      state, status code and results ("uri = value"; values that
+                                are not printable UTF-8 are shown as "b64:<base64>")
+  command list <device-id> [--state queued|sent|completed|failed|cancelled|expired]...
+      [--page-size N] [--page-token T] [--all]
+  command cancel <command-id>   cancel a queued command (and the rest of its group)
+  command watch <device-id> [--id ID]... [--count N]
+                                stream state changes, one line each, until interrupted,
+                                N events, or every --id command is in a final state
+
+API flags (anywhere after "dmctl"):
+  --addr host:port  gRPC address of the session tier (env DMGRID_ADDR, default ` + defaultAddr + `);
+                    plaintext gRPC only: TLS is not supported yet
+  -o text|json      output format (default text); json is protobuf JSON, one document
+                    (lists: the items and next_page_token; watch: one object per line)
+  --timeout D       deadline of each call (default 10s); watch has none unless given
+  --                ends the flags, for a value that begins with "-"
+
+Secrets: leave out --client-secret / --server-secret and set DMCTL_CLIENT_SECRET /
+DMCTL_SERVER_SECRET instead to keep them out of shell history and process listings.
+dmctl never prints a secret.
+
+Exit status: 0 success; 1 bad input or an API error, printed as one line
+"dmctl: <code>: <message>" (with "field <path>: <problem>" for each invalid field);
+2 usage error.
 `
 
 // run executes one dmctl invocation and returns the exit status.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	err := dispatch(args, stdin, stdout)
+	return runContext(context.Background(), args, stdin, stdout, stderr)
+}
+
+// runContext is run with a context that ends on interrupt.
+func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	err := dispatch(ctx, args, stdin, stdout, stderr)
 	if err == nil {
 		return 0
 	}
+	if errors.Is(err, errHelp) {
+		io.WriteString(stdout, usage)
+		return 0
+	}
 	// One line, whatever the error: support engineers grep these.
-	fmt.Fprintln(stderr, "dmctl: "+strings.ReplaceAll(err.Error(), "\n", " "))
+	line, ok := rpcErrorLine(err)
+	if !ok {
+		line = err.Error()
+	}
+	fmt.Fprintln(stderr, "dmctl: "+strings.ReplaceAll(line, "\n", " "))
 	var u usageError
 	if errors.As(err, &u) {
 		fmt.Fprint(stderr, usage)
@@ -54,14 +120,25 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 1
 }
 
-func dispatch(args []string, stdin io.Reader, stdout io.Writer) error {
+func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	g, args, leading, err := parseLeadingGlobals(args)
+	if err != nil {
+		return err
+	}
 	if len(args) < 1 {
 		return usageError{"no command"}
 	}
 	switch args[0] {
 	case "syncml":
+		if leading {
+			return usageError{"--addr, -o and --timeout apply to the API commands, not syncml"}
+		}
 		return syncmlCmd(args[1:], stdin, stdout)
-	case "help", "-h", "--help":
+	case "device":
+		return deviceCmd(ctx, g, args[1:], stdout, stderr)
+	case "command":
+		return commandCmd(ctx, g, args[1:], stdout, stderr)
+	case "help":
 		_, err := io.WriteString(stdout, usage)
 		return err
 	}

@@ -385,3 +385,69 @@ func TestReplayedNonceRefused(t *testing.T) {
 		t.Fatal("replay created a session")
 	}
 }
+
+// TestAcceptsSessionIDForms: sessions are keyed on the SessionID text, so hex without
+// leading zeros, 4-digit padded hex, decimal and lower-case forms all work (PROTOCOL.md
+// §12.10).
+func TestAcceptsSessionIDForms(t *testing.T) {
+	for _, sid := range []string{"1A2B", "001A", "6699", "1a2b", "12345678"} {
+		c := newClient(t, Config{})
+		c.sess = sid
+		c.nonce = c.st.acct.ClientNonce
+		r := c.send(c.pkg1(true))
+		if got := hdrCode(t, r); got != "212" || r.Header.SessionID != sid {
+			t.Fatalf("SessionID %q: %s, reply session %q", sid, got, r.Header.SessionID)
+		}
+		if _, ok := c.st.sessions[sid]; !ok {
+			t.Fatalf("SessionID %q: no session stored", sid)
+		}
+	}
+}
+
+// TestAcceptsReversedDomainAlertType: a Generic Alert Type with the "Reversed-Domain-Name: "
+// prefix (HAP) is normalised to the bare name (PROTOCOL.md §12.6); Format in upper case is
+// read case-insensitively (§12.5).
+func TestAcceptsReversedDomainAlertType(t *testing.T) {
+	c := newClient(t, Config{})
+	c.nonce = c.st.acct.ClientNonce
+	m := c.pkg1(true)
+	m.Body.Commands = append(m.Body.Commands, syncml.Command{Kind: syncml.KindAlert, CmdID: "3", Data: "1226", Correlator: "c1",
+		Items: []syncml.Item{{Source: &syncml.Locator{LocURI: "./FUMO/X"}, Meta: &syncml.Meta{Type: "Reversed-Domain-Name: org.openmobilealliance.dm.firmwareupdate.update", Format: "Int"}, Data: syncml.TextData("200")}}})
+	c.send(m)
+	for _, e := range c.st.events {
+		if e.Kind == EventGenericAlert {
+			if e.AlertType != "org.openmobilealliance.dm.firmwareupdate.update" || e.Correlator != "c1" || string(e.Data) != "200" {
+				t.Fatalf("generic alert event = %+v", e)
+			}
+			return
+		}
+	}
+	t.Fatal("no generic alert event")
+}
+
+// TestAcceptsResultsFormatInAnyCase: Results with Meta Format "Chr"/"B64" (HAP sends "Chr")
+// are read case-insensitively; b64 values are decoded.
+func TestAcceptsResultsFormatInAnyCase(t *testing.T) {
+	c := newClient(t, Config{})
+	c.st.enqueue(&Command{ID: "g", Op: Operation{Type: OpGet, TargetURI: "./A"}})
+	c.nonce = c.st.acct.ClientNonce
+	r := c.send(c.pkg1(true))
+	var get string
+	for _, sc := range r.Body.Commands {
+		if sc.Kind == syncml.KindGet {
+			get = sc.CmdID
+		}
+	}
+	m := &syncml.Message{Header: c.header()}
+	m.Body.Commands = []syncml.Command{
+		{Kind: syncml.KindStatus, CmdID: "1", MsgRef: r.Header.MsgID, CmdRef: "0", Cmd: "SyncHdr", Data: "200"},
+		{Kind: syncml.KindStatus, CmdID: "2", MsgRef: r.Header.MsgID, CmdRef: get, Cmd: "Get", Data: "200"},
+		{Kind: syncml.KindResults, CmdID: "3", MsgRef: r.Header.MsgID, CmdRef: get, Items: []syncml.Item{
+			{Source: &syncml.Locator{LocURI: "./A"}, Meta: &syncml.Meta{Format: "B64"}, Data: syncml.TextData("aGVsbG8=")}}},
+	}
+	m.Body.Final = true
+	c.send(m)
+	if got := c.st.cmds["g"]; got.State != StateCompleted || string(got.Results[0].Data) != "hello" || got.Results[0].Format != "b64" {
+		t.Fatalf("result = %+v", got.Results)
+	}
+}
