@@ -168,6 +168,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	}
 	s.st = store.New(s.rdb, cfg.RedisPrefix, opt)
 	var notifier api.Notifier
+	var js jetstream.JetStream
 	if cfg.NATSURL != "" {
 		nc, err := nats.Connect(cfg.NATSURL, nats.Name("dmgrid-session"), nats.MaxReconnects(-1))
 		if err != nil {
@@ -175,7 +176,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 			return nil, fmt.Errorf("connect nats: %w", err)
 		}
 		s.nc = nc
-		js, err := jetstream.New(nc)
+		js, err = jetstream.New(nc)
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("jetstream: %w", err)
@@ -194,7 +195,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	s.Sessions = &api.Sessions{St: s.st, Engine: eng, Relay: notifier, Log: log, Now: time.Now,
 		ChallengeLimit: cfg.ChallengeLimit, ChallengeWindow: time.Minute}
 	s.Devices = &api.Devices{St: s.st, Now: time.Now}
-	s.Commands = &api.Commands{St: s.st, Relay: notifier, NC: s.nc, Now: time.Now}
+	s.Commands = &api.Commands{St: s.st, Relay: notifier, JS: js, Stream: cfg.EventsStream, Now: time.Now}
 	return s, nil
 }
 

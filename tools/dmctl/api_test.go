@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -21,7 +21,6 @@ import (
 	"github.com/dmgrid/dmgrid/internal/e2e"
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
 	"github.com/dmgrid/dmgrid/pkg/dmsim"
-	"github.com/dmgrid/dmgrid/pkg/events"
 	"github.com/dmgrid/dmgrid/pkg/syncml"
 )
 
@@ -132,21 +131,30 @@ func newSim(st *e2e.Stack, id, user, secret string) *dmsim.Device {
 		Encoding: syncml.EncodingXML, ServerURL: st.URL, FwV: "fw-" + id})
 }
 
-// watchers counts the NATS subscriptions that would receive devID's command events.
-func watchers(t *testing.T, ns *server.Server, devID string) int {
+// watchers counts the consumers on the events stream: WatchCommands reads through a
+// JetStream consumer (deduplicated events), created before it sends anything.
+func watchers(t *testing.T, st *e2e.Stack) int {
 	t.Helper()
-	sz, err := ns.Subsz(&server.SubszOptions{Subscriptions: true, Test: events.KindSubject("command_state_changed", devID)})
+	js, err := jetstream.New(st.NC)
 	if err != nil {
-		t.Fatalf("subsz: %v", err)
+		t.Fatal(err)
 	}
-	return sz.Total
+	s, err := js.Stream(context.Background(), "DMGRID_EVENTS")
+	if err != nil {
+		t.Fatalf("events stream: %v", err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	return info.State.Consumers
 }
 
 // startWatch runs a dmctl watch in the background and returns once the server subscribed
 // for it, so that no event of what the test does next can be missed.
 func (a *apiT) startWatch(devID string, args ...string) <-chan [3]any {
 	a.t.Helper()
-	before := watchers(a.t, a.st.NATS, devID)
+	before := watchers(a.t, a.st)
 	done := make(chan [3]any, 1)
 	go func() {
 		var o, e bytes.Buffer
@@ -154,7 +162,7 @@ func (a *apiT) startWatch(devID string, args ...string) <-chan [3]any {
 		done <- [3]any{code, o.String(), e.String()}
 	}()
 	deadline := time.Now().Add(10 * time.Second)
-	for watchers(a.t, a.st.NATS, devID) <= before {
+	for watchers(a.t, a.st) <= before {
 		if time.Now().After(deadline) {
 			a.t.Fatal("the watch did not subscribe within 10s")
 		}

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -34,8 +34,12 @@ type Commands struct {
 	commandv1.UnimplementedCommandServiceServer
 	St    *store.Store
 	Relay Notifier
-	NC    *nats.Conn // for WatchCommands; nil makes it Unavailable
-	Now   func() time.Time
+	// JS and Stream serve WatchCommands from the events stream (deduplicated by event id,
+	// unlike plain NATS subscriptions, which see every relay's publish); nil JS makes
+	// WatchCommands Unavailable.
+	JS     jetstream.JetStream
+	Stream string
+	Now    func() time.Time
 }
 
 func randomHex(n int) string {
@@ -208,6 +212,9 @@ func (s *Commands) ListCommands(ctx context.Context, req *commandv1.ListCommands
 	for _, st := range req.GetStates() {
 		want[st] = true
 	}
+	if _, err := s.St.GetDevice(ctx, req.DeviceId); err != nil {
+		return nil, storeErr(err, "device "+req.DeviceId, map[string]string{"device_id": req.DeviceId})
+	}
 	cmds, next, err := s.St.ListCommands(ctx, req.DeviceId, after, n)
 	if err != nil {
 		return nil, storeErr(err, "commands of "+req.DeviceId, nil)
@@ -274,27 +281,73 @@ func (s *Commands) WatchCommands(req *commandv1.WatchCommandsRequest, stream com
 	if err := validDeviceID(req.GetDeviceId()); err != nil {
 		return err
 	}
-	if s.NC == nil {
+	if s.JS == nil {
 		return status.Error(codes.Unavailable, "command watching needs NATS, which is not configured")
 	}
 	ids := map[string]bool{}
 	for _, id := range req.GetCommandIds() {
 		ids[id] = true
 	}
-	ch := make(chan *nats.Msg, 256)
-	sub, err := s.NC.ChanSubscribe(events.KindSubject("command_state_changed", req.DeviceId), ch)
+	cons, err := s.JS.OrderedConsumer(stream.Context(), s.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.KindSubject("command_state_changed", req.DeviceId)},
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+	})
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "subscribe: %v", err)
+		return status.Errorf(codes.Unavailable, "watch: %v", err)
 	}
-	defer sub.Unsubscribe()
+	msgs, err := cons.Messages()
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "watch: %v", err)
+	}
+	defer msgs.Stop()
+	ch := make(chan jetstream.Msg)
+	go func() {
+		for {
+			m, err := msgs.Next()
+			if err != nil {
+				close(ch)
+				return
+			}
+			select {
+			case ch <- m:
+			case <-stream.Context().Done():
+				close(ch)
+				return
+			}
+		}
+	}()
 	ctx := stream.Context()
+	// With command ids: first their current state, and the stream ends once every one of
+	// them is final (subscribed before reading, so no change falls in between).
+	final := map[string]bool{}
+	for id := range ids {
+		c, _, err := s.St.GetCommand(ctx, id)
+		if err != nil {
+			return storeErr(err, "command "+id, map[string]string{"command_id": id})
+		}
+		if c.DeviceID != req.DeviceId {
+			return invalid("command_ids", "command "+id+" belongs to another device")
+		}
+		if err := stream.Send(&commandv1.WatchCommandsResponse{Command: CommandToProto(c), Time: timestamppb.New(c.Updated)}); err != nil {
+			return err
+		}
+		if c.State.Terminal() {
+			final[id] = true
+		}
+	}
 	for {
+		if len(ids) > 0 && len(final) == len(ids) {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case m := <-ch:
+		case m, ok := <-ch:
+			if !ok {
+				return status.Error(codes.Unavailable, "watch: event stream closed")
+			}
 			var ev eventsv1.Event
-			if err := proto.Unmarshal(m.Data, &ev); err != nil {
+			if err := proto.Unmarshal(m.Data(), &ev); err != nil {
 				continue
 			}
 			c := ev.GetCommandStateChanged().GetCommand()
@@ -303,6 +356,12 @@ func (s *Commands) WatchCommands(req *commandv1.WatchCommandsRequest, stream com
 			}
 			if err := stream.Send(&commandv1.WatchCommandsResponse{Command: c, Time: ev.Time}); err != nil {
 				return err
+			}
+			switch c.State {
+			case commandv1.Command_STATE_COMPLETED, commandv1.Command_STATE_FAILED, commandv1.Command_STATE_CANCELLED, commandv1.Command_STATE_EXPIRED:
+				if ids[c.CommandId] {
+					final[c.CommandId] = true
+				}
 			}
 		}
 	}

@@ -16,7 +16,7 @@ import (
 const errorDomain = "dmgrid.io"
 
 func invalid(field, desc string) error {
-	st, _ := status.New(codes.InvalidArgument, field+": "+desc).WithDetails(&errdetails.BadRequest{
+	st, _ := status.New(codes.InvalidArgument, "invalid "+field+": "+desc).WithDetails(&errdetails.BadRequest{
 		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}},
 	})
 	return st.Err()
