@@ -539,3 +539,42 @@ func TestAPIMisuse(t *testing.T) {
 		t.Fatalf("bad page token: %v", err)
 	}
 }
+
+// TestDevDetailPolicy: a device whose DevDetail was not collected within DevDetailEvery gets
+// Gets of its DevDetail leaves in its next session, without anyone enqueueing them; a second
+// session inside the period gets none.
+func TestDevDetailPolicy(t *testing.T) {
+	st := Start(t, Options{Workers: 2, DevDetailEvery: time.Hour})
+	d := provision(t, st, "IMEI:policy", dmauth.TypeMD5, syncml.EncodingWBXML, nil)
+	rep := run(t, d, dmsim.SessionOptions{})
+	got := map[string]int{}
+	for _, c := range rep.Commands {
+		if c.Kind == "Get" {
+			got[c.Target] = c.Status
+		}
+	}
+	for _, leaf := range []string{"DevTyp", "FwV", "SwV", "HwV", "LrgObj"} {
+		if got["./DevDetail/"+leaf] != 200 {
+			t.Fatalf("policy Gets = %v", got)
+		}
+	}
+	list, err := st.Commands.ListCommands(context.Background(), &commandv1.ListCommandsRequest{DeviceId: d.DevID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := ""
+	for _, c := range list.Commands {
+		if c.Operation.TargetUri == "./DevDetail/FwV" && len(c.Results) == 1 {
+			fw = string(c.Results[0].Data)
+		}
+	}
+	if fw != "fw-IMEI:policy" {
+		t.Fatalf("FwV collected by the policy = %q", fw)
+	}
+	rep = run(t, d, dmsim.SessionOptions{})
+	for _, c := range rep.Commands {
+		if c.Kind == "Get" {
+			t.Fatalf("second session within the period got %s %s", c.Kind, c.Target)
+		}
+	}
+}

@@ -35,6 +35,7 @@ type Options struct {
 	MaxAttempts      int
 	ServerMaxMsgSize int64
 	ServerMaxObjSize int64
+	DevDetailEvery   time.Duration
 }
 
 // Stack is a running dmgrid.
@@ -85,6 +86,7 @@ func Start(tb testing.TB, opt Options) *Stack {
 		RedisPrefix: st.Prefix, NATSURL: st.NATS.ClientURL(), EventsStream: "DMGRID_EVENTS",
 		IdleTimeout: opt.IdleTimeout, MaxAttempts: opt.MaxAttempts, ChallengeLimit: 1000,
 		ServerMaxMsgSize: opt.ServerMaxMsgSize, ServerMaxObjSize: opt.ServerMaxObjSize, OutboxScan: time.Second,
+		DevDetailEvery: opt.DevDetailEvery,
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 5 * time.Minute

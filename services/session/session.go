@@ -6,7 +6,9 @@ package session
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +49,7 @@ type Config struct {
 	ServerMaxMsgSize  int64         // DMGRID_SERVER_MAX_MSG_SIZE, default 1 MiB
 	ServerMaxObjSize  int64         // DMGRID_SERVER_MAX_OBJ_SIZE, default 4 MiB
 	OutboxScan        time.Duration // DMGRID_OUTBOX_SCAN, default 10s
+	DevDetailEvery    time.Duration // DMGRID_DEVDETAIL_EVERY, default 24h; 0 disables the DevDetail collection policy
 }
 
 // ConfigFromEnv reads the configuration through lookup (os.LookupEnv in main, a map in
@@ -86,6 +89,9 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		ServerMaxObjSize: num("DMGRID_SERVER_MAX_OBJ_SIZE", "4194304"),
 		OutboxScan:       dur("DMGRID_OUTBOX_SCAN", "10s"),
 	}
+	if v := get("DMGRID_DEVDETAIL_EVERY", "24h"); v != "0" {
+		c.DevDetailEvery = dur("DMGRID_DEVDETAIL_EVERY", "24h")
+	}
 	if v := get("DMGRID_REDIS_CLUSTER_ADDRS", ""); v != "" {
 		c.RedisClusterAddrs = strings.Split(v, ",")
 	}
@@ -123,6 +129,14 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("DMGRID_IDLE_TIMEOUT and DMGRID_MAX_ATTEMPTS must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+func newCommandID(deviceID string) string {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand: " + err.Error())
+	}
+	return store.NewCommandID(deviceID, hex.EncodeToString(b))
 }
 
 // Service is one session worker.
@@ -191,7 +205,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		log.Warn("DMGRID_NATS_URL not set: events stay in the Redis outbox until a worker with NATS relays them")
 	}
 	eng := engine.New(engine.Config{IdleTimeout: cfg.IdleTimeout, MaxAttempts: cfg.MaxAttempts,
-		ServerMaxMsgSize: cfg.ServerMaxMsgSize, ServerMaxObjSize: cfg.ServerMaxObjSize})
+		ServerMaxMsgSize: cfg.ServerMaxMsgSize, ServerMaxObjSize: cfg.ServerMaxObjSize,
+		DevDetailEvery: cfg.DevDetailEvery, NewCommandID: newCommandID})
 	s.Sessions = &api.Sessions{St: s.st, Engine: eng, Relay: notifier, Log: log, Now: time.Now,
 		ChallengeLimit: cfg.ChallengeLimit, ChallengeWindow: time.Minute}
 	s.Devices = &api.Devices{St: s.st, Now: time.Now}

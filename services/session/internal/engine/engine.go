@@ -24,6 +24,12 @@ type Config struct {
 	MaxAttempts int
 	// MaxCommandsPerMessage bounds how much of the queue one message drains.
 	MaxCommandsPerMessage int
+	// DevDetailEvery makes the engine queue Gets of the DevDetail leaves when a device opens
+	// a session and the last collection is older than this, so inventory stays fresh
+	// without product teams asking (0 disables it).
+	DevDetailEvery time.Duration
+	// NewCommandID names commands the engine queues itself (the DevDetail policy).
+	NewCommandID func(deviceID string) string
 }
 
 // DefaultConfig is what the session service starts with.
@@ -64,6 +70,8 @@ func New(cfg Config) *Engine {
 	if cfg.MaxCommandsPerMessage > 0 {
 		d.MaxCommandsPerMessage = cfg.MaxCommandsPerMessage
 	}
+	d.DevDetailEvery = cfg.DevDetailEvery
+	d.NewCommandID = cfg.NewCommandID
 	return &Engine{cfg: d, nonce: func() []byte {
 		n, err := dmauth.NewNonce()
 		if err != nil {
@@ -106,7 +114,11 @@ type Output struct {
 	// Commands are command records that changed; Dequeue lists ids leaving the queue.
 	Commands []*Command
 	Dequeue  []string
-	Events   []Event
+	// Enqueue lists commands the engine created itself (also in Commands): the store adds
+	// them to the queue. DevDetailAt, when not zero, is the new policy timestamp.
+	Enqueue     []string
+	DevDetailAt time.Time
+	Events      []Event
 	// AuthFailure is set when the message failed authentication (for rate limiting).
 	AuthFailure bool
 	// Outcome summarises the message for logs and metrics.
@@ -292,6 +304,9 @@ func (e *Engine) Process(st State, in Input) Output {
 		}
 	}
 	p.requeueStale()
+	if newSession {
+		p.devDetailPolicy()
+	}
 	p.clientCommands()
 	if sess.Ended {
 		p.finish(msgID)
@@ -447,4 +462,26 @@ func (p *proc) requeue(c *Command, why string) {
 
 func isDevInfo(uri string) bool {
 	return strings.HasPrefix(uri, "./DevInfo/") || strings.HasPrefix(uri, "DevInfo/")
+}
+
+// devDetailLeaves are the DevDetail nodes the collection policy reads (OMA-TS-DM_StdObj
+// §7.1.3.3).
+var devDetailLeaves = []string{"DevTyp", "OEM", "FwV", "SwV", "HwV", "LrgObj"}
+
+// devDetailPolicy queues Gets of the DevDetail leaves when the last collection is older
+// than DevDetailEvery. They go out in this session like any queued command and their
+// Results reach the inventory through the command events.
+func (p *proc) devDetailPolicy() {
+	cfg := p.e.cfg
+	if cfg.DevDetailEvery <= 0 || cfg.NewCommandID == nil || p.in.Now.Sub(p.acct.DevDetailAt) < cfg.DevDetailEvery {
+		return
+	}
+	for _, leaf := range devDetailLeaves {
+		c := &Command{ID: cfg.NewCommandID(p.acct.DeviceID), DeviceID: p.acct.DeviceID, State: StateQueued,
+			Op: Operation{Type: OpGet, TargetURI: "./DevDetail/" + leaf}, RequestID: "devdetail-policy", Created: p.in.Now}
+		p.touch(c)
+		p.queue = append(p.queue, c)
+		p.out.Enqueue = append(p.out.Enqueue, c.ID)
+	}
+	p.out.DevDetailAt = p.in.Now
 }

@@ -46,6 +46,8 @@ type Account struct {
 	// MD5/HMAC credential with it. ServerNonce was issued by the client to the server.
 	ClientNonce []byte `json:"client_nonce,omitempty"`
 	ServerNonce []byte `json:"server_nonce,omitempty"`
+	// DevDetailAt is when the DevDetail collection policy last queued its Gets.
+	DevDetailAt time.Time `json:"-"`
 }
 
 // OpType is a management operation.

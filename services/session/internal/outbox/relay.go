@@ -44,8 +44,7 @@ type Relay struct {
 	again   map[string]bool // notified while running: run once more
 	work    chan string
 
-	published  uint64
-	lastFailed time.Time
+	published uint64
 }
 
 // New returns a relay; Run starts it.
@@ -135,7 +134,6 @@ func (r *Relay) runDevice(ctx context.Context, dev string) {
 		err := r.relay(ctx, dev)
 		r.mu.Lock()
 		if err != nil {
-			r.lastFailed = time.Now()
 			delete(r.pending, dev)
 			delete(r.again, dev)
 			r.mu.Unlock()

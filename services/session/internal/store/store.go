@@ -154,7 +154,7 @@ func (s *Store) decodeAccount(data, cn, sn string) (*Device, error) {
 // the session record, and the first ARGV[2] commands of the queue. Command keys are built
 // from the device's own hash tag, so they are in the script's slot.
 var loadScript = redis.NewScript(`
-local acct = redis.call('HMGET', KEYS[1], 'data', 'cn', 'sn')
+local acct = redis.call('HMGET', KEYS[1], 'data', 'cn', 'sn', 'dd')
 local sess = redis.call('GET', KEYS[2])
 local ids = redis.call('ZRANGE', KEYS[3], 0, tonumber(ARGV[2]) - 1)
 local cmds = {}
@@ -162,7 +162,7 @@ for i, id in ipairs(ids) do
   local c = redis.call('GET', ARGV[1] .. id)
   if c then cmds[#cmds + 1] = c end
 end
-return {acct[1] or false, acct[2] or false, acct[3] or false, sess or false, cmds}
+return {acct[1] or false, acct[2] or false, acct[3] or false, sess or false, cmds, acct[4] or false}
 `)
 
 // Load reads everything the engine needs for one message in one round trip.
@@ -181,6 +181,11 @@ func (s *Store) Load(ctx context.Context, deviceID, sessionID string) (engine.St
 			return st, err
 		}
 		st.Account = &d.Account
+		if dd, ok := res[5].(string); ok {
+			if ms, err := strconv.ParseInt(dd, 10, 64); err == nil {
+				st.Account.DevDetailAt = time.UnixMilli(ms)
+			}
+		}
 	}
 	if raw, ok := res[3].(string); ok {
 		var sess engine.Session
@@ -205,12 +210,13 @@ func (s *Store) Load(ctx context.Context, deviceID, sessionID string) (engine.St
 
 // commitScript applies an engine Output atomically.
 //
-//	KEYS: 1 acct, 2 session, 3 queue, 4 outbox
+//	KEYS: 1 acct, 2 session, 3 queue, 4 outbox, 5 seq, 6 all-commands index
 //	ARGV: 1 expected session version (0 = must not exist), 2 session json ("" = leave),
 //	      3 session ttl ms, 4 client nonce b64 ("" = keep), 5 server nonce b64,
 //	      6 command key prefix, 7 command ttl ms (terminal), 8 n commands, then per command:
 //	      id, expected state ("" = any), json, terminal (1/0); then n dequeue ids; then
-//	      n events.
+//	      n events; then n new command ids (queued by the engine itself); then the
+//	      DevDetail policy time in unix ms ("" = keep).
 //
 // A session version mismatch, or a command whose stored state is not the one the engine
 // saw (e.g. cancelled meanwhile), aborts with 0 and changes nothing.
@@ -248,6 +254,14 @@ local nd = tonumber(ARGV[i]); i = i + 1
 for k = 1, nd do redis.call('ZREM', KEYS[3], ARGV[i]); i = i + 1 end
 local ne = tonumber(ARGV[i]); i = i + 1
 for k = 1, ne do redis.call('RPUSH', KEYS[4], ARGV[i]); i = i + 1 end
+local nn = tonumber(ARGV[i]); i = i + 1
+for k = 1, nn do
+  local seq = redis.call('INCR', KEYS[5])
+  redis.call('ZADD', KEYS[3], seq, ARGV[i])
+  redis.call('ZADD', KEYS[6], seq, ARGV[i])
+  i = i + 1
+end
+if ARGV[i] ~= '' then redis.call('HSET', KEYS[1], 'dd', ARGV[i]) end
 return 1
 `)
 
@@ -297,7 +311,16 @@ func (s *Store) Commit(ctx context.Context, deviceID, sessionID string, loaded e
 	for _, e := range events {
 		args = append(args, e)
 	}
-	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.outboxKey(deviceID)}
+	args = append(args, len(out.Enqueue))
+	for _, id := range out.Enqueue {
+		args = append(args, id)
+	}
+	dd := ""
+	if !out.DevDetailAt.IsZero() {
+		dd = strconv.FormatInt(out.DevDetailAt.UnixMilli(), 10)
+	}
+	args = append(args, dd)
+	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.outboxKey(deviceID), s.seqKey(deviceID), s.allKey(deviceID)}
 	n, err := commitScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {
 		return fmt.Errorf("commit device %s session %s: %w", deviceID, sessionID, err)
@@ -327,5 +350,3 @@ func (s *Store) AllowChallenge(ctx context.Context, who string, limit int64, win
 	}
 	return incr.Val() <= limit, nil
 }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -1,0 +1,39 @@
+package session
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func lookup(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	c, err := ConfigFromEnv(lookup(map[string]string{"DMGRID_REDIS_URL": "redis://127.0.0.1:6379/0", "DMGRID_DEVDETAIL_EVERY": "0"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GRPCAddr != ":9090" || c.IdleTimeout != 5*time.Minute || c.MaxAttempts != 3 || c.DevDetailEvery != 0 {
+		t.Fatalf("defaults: %+v", c)
+	}
+	// Every bad value is reported, each naming its variable.
+	_, err = ConfigFromEnv(lookup(map[string]string{"DMGRID_IDLE_TIMEOUT": "soon", "DMGRID_SECRET_KEY": "short", "DMGRID_MAX_ATTEMPTS": "-1"}))
+	if err == nil {
+		t.Fatal("bad configuration accepted")
+	}
+	for _, v := range []string{"DMGRID_IDLE_TIMEOUT", "DMGRID_SECRET_KEY", "DMGRID_MAX_ATTEMPTS"} {
+		if !strings.Contains(err.Error(), v) {
+			t.Errorf("error does not name %s: %v", v, err)
+		}
+	}
+	_, err = ConfigFromEnv(lookup(map[string]string{}))
+	if err == nil || !strings.Contains(err.Error(), "DMGRID_REDIS_URL") {
+		t.Fatalf("missing Redis: %v", err)
+	}
+	_, err = ConfigFromEnv(lookup(map[string]string{"DMGRID_REDIS_URL": "redis://x", "DMGRID_REDIS_CLUSTER_ADDRS": "a:1"}))
+	if err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Fatalf("contradictory Redis settings: %v", err)
+	}
+}
