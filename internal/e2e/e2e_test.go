@@ -90,7 +90,8 @@ func transport() *dmsim.HTTPTransport {
 
 func run(t *testing.T, d *dmsim.Device, opt dmsim.SessionOptions) *dmsim.SessionReport {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// Generous: the large-object sessions are hundreds of messages, and -race is slow.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	rep, err := d.RunSession(ctx, transport(), opt)
 	if err != nil {

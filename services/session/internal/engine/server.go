@@ -117,9 +117,13 @@ func (p *proc) markSent(sc *syncml.Command, refs []*Command) {
 
 func (p *proc) sent(c *Command, sc *syncml.Command, msgID int) {
 	p.sess.Sent[sentKey(msgID, sc.CmdID)] = SentRef{CommandID: c.ID, Kind: sc.Kind.String()}
-	if c.State != StateSent {
-		c.Attempts++ // later chunks of a large object are the same attempt
+	if c.State == StateSent && c.SentSession == p.sess.SessionID {
+		// A later chunk of a large object: the same attempt, and the session's Sent map
+		// is what correlates its Status. The record (with the whole object) is not
+		// rewritten for every chunk.
+		return
 	}
+	c.Attempts++
 	c.SentSession, c.SentMsgID, c.SentCmdID = p.sess.SessionID, msgID, sc.CmdID
 	c.LeaseUntil = p.in.Now.Add(p.e.cfg.IdleTimeout)
 	p.setState(c, StateSent, 0, "")
@@ -146,8 +150,9 @@ var opKinds = map[OpType]syncml.Kind{
 	OpDelete: syncml.KindDelete, OpExec: syncml.KindExec, OpCopy: syncml.KindCopy,
 }
 
-// toSyncML converts a queued operation into its command (PROTOCOL.md §4).
-func (p *proc) toSyncML(c *Command) syncml.Command {
+// commandShell is the command for an operation with its target, source and correlator but
+// no data (a large-object chunk fills in its own piece).
+func (p *proc) commandShell(c *Command) syncml.Command {
 	op := c.Op
 	sc := syncml.Command{Kind: opKinds[op.Type]}
 	it := syncml.Item{Target: &syncml.Locator{LocURI: op.TargetURI}}
@@ -157,6 +162,15 @@ func (p *proc) toSyncML(c *Command) syncml.Command {
 	if op.Type == OpExec {
 		sc.Correlator = op.Correlator
 	}
+	sc.Items = []syncml.Item{it}
+	return sc
+}
+
+// toSyncML converts a queued operation into its command (PROTOCOL.md §4).
+func (p *proc) toSyncML(c *Command) syncml.Command {
+	op := c.Op
+	sc := p.commandShell(c)
+	it := &sc.Items[0]
 	if len(op.Data) > 0 || op.HasData {
 		wire, format := p.wire(op)
 		it.Data = &syncml.Data{Value: wire}
@@ -169,7 +183,6 @@ func (p *proc) toSyncML(c *Command) syncml.Command {
 	} else if op.Format != "" || op.MIME != "" {
 		it.Meta = &syncml.Meta{Format: op.Format, Type: op.MIME}
 	}
-	sc.Items = []syncml.Item{it}
 	return sc
 }
 
@@ -216,15 +229,13 @@ func (p *proc) chunk(c *Command, lo *OutLO, sz *sizer, limit int64) {
 		p.r.msg.Body.Final = true
 		return
 	}
-	sc := p.toSyncML(c)
+	sc := p.commandShell(c)
 	it := &sc.Items[0]
 	it.Data = &syncml.Data{}
 	if lo.Format == "bin" {
 		it.Data.Kind = syncml.DataOpaque
 	}
-	if it.Meta == nil {
-		it.Meta = &syncml.Meta{}
-	}
+	it.Meta = &syncml.Meta{Format: lo.Format, Type: c.Op.MIME}
 	if lo.Offset == 0 {
 		it.Meta.Size = strconv.Itoa(lo.Total)
 	}
