@@ -10,7 +10,11 @@ FUZZ_TARGETS := \
 	./pkg/wbxml:FuzzDecoder \
 	./pkg/dmauth:FuzzParseHMACHeader \
 	./pkg/dmtree:FuzzParseURI \
-	./pkg/dmtree:FuzzParseACL
+	./pkg/dmtree:FuzzParseACL \
+	./pkg/pkg0:FuzzParse \
+	./pkg/wappush:FuzzParsePushPDU \
+	./pkg/wappush:FuzzParseUDH \
+	./pkg/wappush:FuzzReassembler
 FUZZTIME ?= 30s
 BENCHTIME ?= 1s
 

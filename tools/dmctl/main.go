@@ -45,6 +45,18 @@ SyncML tools (offline):
   syncml encode --to wbxml|xml  read XML on stdin, write it in the given encoding
   syncml validate               read XML or WBXML on stdin, check it against the DM rules
 
+Package 0 notifications (offline):
+  pkg0 build --server-id ID --secret S --nonce HEX --session-id N --ui-mode 0..3
+      [--initiator server|client] [--version N] [--vendor HEX] [--wsp] [--hex]
+                                write the Package 0 (--wsp: the WSP push PDU) to stdout;
+                                N is decimal or 0x-hex; --hex writes hex text
+  pkg0 decode [--server-id ID --secret S --nonce HEX] [--input auto|pkg0|wsp|sms] [--hex]
+                                read a Package 0, WSP push PDU or SMS user data on stdin
+                                (--hex: as hex text), print its fields as JSON; with a
+                                secret also digest_ok (and resync_nonce when only the
+                                zero nonce matched)
+      the secret may come from env DMCTL_PKG0_SECRET instead of --secret
+
 Devices (dmgrid.device.v1.DeviceService):
   device create <device-id> --client-auth none|basic|md5|hmac [--client-name N] [--client-secret S]
       [--server-auth none|basic|md5|hmac --server-name N --server-secret S]
@@ -138,6 +150,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return deviceCmd(ctx, g, args[1:], stdout, stderr)
 	case "command":
 		return commandCmd(ctx, g, args[1:], stdout, stderr)
+	case "pkg0":
+		return pkg0Cmd(args[1:], stdin, stdout)
 	case "help":
 		_, err := io.WriteString(stdout, usage)
 		return err
