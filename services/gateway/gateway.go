@@ -19,6 +19,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -29,6 +34,7 @@ import (
 
 	sessionv1 "github.com/dmgrid/dmgrid/proto/dmgrid/session/v1"
 
+	"github.com/dmgrid/dmgrid/internal/telemetry"
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
 	"github.com/dmgrid/dmgrid/pkg/syncml"
 	"github.com/dmgrid/dmgrid/pkg/syncmlpb"
@@ -45,6 +51,11 @@ type Config struct {
 	TLSCertFile    string        // DMGRID_TLS_CERT_FILE (with DMGRID_TLS_KEY_FILE) enables HTTPS
 	TLSKeyFile     string
 	TLSClientCAs   string // DMGRID_TLS_CLIENT_CA_FILE: verify device certificates when given
+	MetricsAddr    string // DMGRID_METRICS_ADDR, default ":9102"; "" disables /metrics
+	OTLPEndpoint   string // OTEL_EXPORTER_OTLP_ENDPOINT (host:port): export traces over OTLP/gRPC
+
+	// Telemetry, when set (tests, the dev stack), is used instead of building providers.
+	Telemetry *telemetry.Telemetry
 }
 
 // ConfigFromEnv reads the configuration through lookup and validates it.
@@ -63,6 +74,8 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		TLSCertFile:  get("DMGRID_TLS_CERT_FILE", ""),
 		TLSKeyFile:   get("DMGRID_TLS_KEY_FILE", ""),
 		TLSClientCAs: get("DMGRID_TLS_CLIENT_CA_FILE", ""),
+		MetricsAddr:  get("DMGRID_METRICS_ADDR", ":9102"),
+		OTLPEndpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 	}
 	n, err := strconv.ParseInt(get("DMGRID_MAX_BODY_BYTES", "1048576"), 10, 64)
 	if err != nil {
@@ -111,6 +124,12 @@ type Gateway struct {
 	conn   *grpc.ClientConn
 	client sessionv1.SessionServiceClient
 	ready  atomic.Bool
+
+	tel      *telemetry.Telemetry
+	ownTel   bool
+	tracer   trace.Tracer
+	messages metric.Int64Counter
+	duration metric.Float64Histogram
 }
 
 // dialTarget turns SessionAddr into a gRPC target: "dns:///..." (or another scheme) as is,
@@ -135,22 +154,56 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	g := &Gateway{cfg: cfg, log: log, tel: cfg.Telemetry}
+	if g.tel == nil {
+		tel, err := telemetry.New(context.Background(), telemetry.Options{Service: "gateway", OTLPEndpoint: cfg.OTLPEndpoint})
+		if err != nil {
+			return nil, err
+		}
+		g.tel, g.ownTel = tel, true
+	}
+	g.tracer = g.tel.Tracers.Tracer("dmgrid/gateway")
+	meter := g.tel.Meters.Meter("dmgrid/gateway")
+	g.messages, _ = meter.Int64Counter("dmgrid_gateway_messages_total", metric.WithDescription("device messages, by encoding and HTTP status"))
+	g.duration, _ = meter.Float64Histogram("dmgrid_gateway_message_duration_seconds", metric.WithDescription("time from request to reply"), metric.WithUnit("s"))
+
 	target, opts := dialTarget(cfg.SessionAddr)
 	opts = append(opts,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(g.tel.Tracers),
+			otelgrpc.WithMeterProvider(g.tel.Meters), otelgrpc.WithPropagators(g.tel.Propagator))),
 	)
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial session workers %s: %w", cfg.SessionAddr, err)
 	}
-	g := &Gateway{cfg: cfg, log: log, conn: conn, client: sessionv1.NewSessionServiceClient(conn)}
+	g.conn, g.client = conn, sessionv1.NewSessionServiceClient(conn)
 	g.ready.Store(true)
 	return g, nil
 }
 
-// Close closes the gRPC connection.
-func (g *Gateway) Close() error { return g.conn.Close() }
+// Close closes the gRPC connection and flushes telemetry the gateway built itself.
+func (g *Gateway) Close() error {
+	err := g.conn.Close()
+	if g.ownTel {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		g.tel.Shutdown(ctx)
+	}
+	return err
+}
+
+// statusWriter remembers the status for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
 
 // SetReady flips readiness (lame duck: not ready, still serving).
 func (g *Gateway) SetReady(ok bool) { g.ready.Store(ok) }
@@ -177,8 +230,22 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 	io.WriteString(w, msg+"\n")
 }
 
+// serveDM traces and measures one device message; handleDM does the work.
 func (g *Gateway) serveDM(w http.ResponseWriter, r *http.Request) {
 	recv := time.Now()
+	ctx := g.tel.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := g.tracer.Start(ctx, "dm.message", trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	enc := g.handleDM(sw, r.WithContext(ctx), recv, span)
+	span.SetAttributes(attribute.Int("http.response.status_code", sw.code))
+	attrs := metric.WithAttributes(attribute.String("encoding", enc), attribute.Int("status", sw.code))
+	g.messages.Add(ctx, 1, attrs)
+	g.duration.Record(ctx, time.Since(recv).Seconds(), attrs)
+}
+
+func (g *Gateway) handleDM(w http.ResponseWriter, r *http.Request, recv time.Time, span trace.Span) (encoding string) {
+	encoding = "unknown"
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		httpError(w, http.StatusMethodNotAllowed, "POST a SyncML DM message")
@@ -208,6 +275,7 @@ func (g *Gateway) serveDM(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusUnsupportedMediaType, "send application/vnd.syncml.dm+xml or application/vnd.syncml.dm+wbxml")
 		return
 	}
+	encoding = enc.String()
 	m, _, err := syncml.Decode(body, enc, syncml.Limits{MaxBodyBytes: int(g.cfg.MaxBodyBytes)})
 	if err != nil {
 		code := http.StatusBadRequest
@@ -219,6 +287,8 @@ func (g *Gateway) serveDM(w http.ResponseWriter, r *http.Request) {
 		httpError(w, code, err.Error())
 		return
 	}
+	span.SetAttributes(attribute.String("device_id", m.Header.Source.LocURI), attribute.String("session_id", m.Header.SessionID),
+		attribute.String("msg_id", m.Header.MsgID), attribute.String("encoding", encoding))
 	if where, ok := syncmlpb.CheckUTF8(m); !ok {
 		httpError(w, http.StatusBadRequest, "syncml: text in "+where+" is not UTF-8")
 		return
@@ -286,6 +356,7 @@ func (g *Gateway) serveDM(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "private")
 	w.WriteHeader(http.StatusOK)
 	w.Write(out)
+	return encoding
 }
 
 // Run serves until ctx ends, then goes lame duck: /readyz fails for cfg.LameDuck while
@@ -307,6 +378,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // Serve serves on lis until ctx ends.
 func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
 	srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second}
+	if g.cfg.MetricsAddr != "" {
+		go func() {
+			if err := g.tel.ServeMetrics(ctx, g.cfg.MetricsAddr, g.log); err != nil {
+				g.log.Error("metrics server", "err", err)
+			}
+		}()
+	}
 	tlsOn := g.cfg.TLSCertFile != ""
 	if tlsOn {
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}

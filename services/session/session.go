@@ -20,6 +20,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -28,6 +30,7 @@ import (
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
 	sessionv1 "github.com/dmgrid/dmgrid/proto/dmgrid/session/v1"
 
+	"github.com/dmgrid/dmgrid/internal/telemetry"
 	"github.com/dmgrid/dmgrid/services/session/internal/api"
 	"github.com/dmgrid/dmgrid/services/session/internal/engine"
 	"github.com/dmgrid/dmgrid/services/session/internal/outbox"
@@ -50,6 +53,11 @@ type Config struct {
 	ServerMaxObjSize  int64         // DMGRID_SERVER_MAX_OBJ_SIZE, default 4 MiB
 	OutboxScan        time.Duration // DMGRID_OUTBOX_SCAN, default 10s
 	DevDetailEvery    time.Duration // DMGRID_DEVDETAIL_EVERY, default 24h; 0 disables the DevDetail collection policy
+	MetricsAddr       string        // DMGRID_METRICS_ADDR, default ":9102"; "" disables /metrics
+	OTLPEndpoint      string        // OTEL_EXPORTER_OTLP_ENDPOINT (host:port): export traces over OTLP/gRPC
+
+	// Telemetry, when set (tests, the dev stack), is used instead of building providers.
+	Telemetry *telemetry.Telemetry
 }
 
 // ConfigFromEnv reads the configuration through lookup (os.LookupEnv in main, a map in
@@ -88,6 +96,8 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		ServerMaxMsgSize: num("DMGRID_SERVER_MAX_MSG_SIZE", "1048576"),
 		ServerMaxObjSize: num("DMGRID_SERVER_MAX_OBJ_SIZE", "4194304"),
 		OutboxScan:       dur("DMGRID_OUTBOX_SCAN", "10s"),
+		MetricsAddr:      get("DMGRID_METRICS_ADDR", ":9102"),
+		OTLPEndpoint:     get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 	}
 	if v := get("DMGRID_DEVDETAIL_EVERY", "24h"); v != "0" {
 		c.DevDetailEvery = dur("DMGRID_DEVDETAIL_EVERY", "24h")
@@ -143,6 +153,8 @@ func newCommandID(deviceID string) string {
 type Service struct {
 	cfg    Config
 	log    *slog.Logger
+	tel    *telemetry.Telemetry
+	ownTel bool
 	rdb    redis.UniversalClient
 	nc     *nats.Conn
 	st     *store.Store
@@ -159,13 +171,21 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log, health: health.NewServer()}
+	s := &Service{cfg: cfg, log: log, health: health.NewServer(), tel: cfg.Telemetry}
+	if s.tel == nil {
+		tel, err := telemetry.New(ctx, telemetry.Options{Service: "session", OTLPEndpoint: cfg.OTLPEndpoint})
+		if err != nil {
+			return nil, err
+		}
+		s.tel, s.ownTel = tel, true
+	}
 	if len(cfg.RedisClusterAddrs) > 0 {
 		s.rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cfg.RedisClusterAddrs})
 	} else {
 		opt, _ := redis.ParseURL(cfg.RedisURL)
 		s.rdb = redis.NewClient(opt)
 	}
+	s.rdb.AddHook(telemetry.NewRedisHook(s.tel))
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := s.rdb.Ping(pctx).Err(); err != nil {
@@ -199,7 +219,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 			s.Close()
 			return nil, err
 		}
-		s.relay = outbox.New(s.st, js, log, outbox.Config{ScanInterval: cfg.OutboxScan})
+		meter := s.tel.Meters.Meter("dmgrid/outbox")
+		published, _ := meter.Int64Counter("dmgrid_outbox_published_total", metric.WithDescription("events published to JetStream"))
+		latency, _ := meter.Float64Histogram("dmgrid_nats_publish_duration_seconds", metric.WithDescription("JetStream publish latency"), metric.WithUnit("s"))
+		s.relay = outbox.New(s.st, js, log, outbox.Config{ScanInterval: cfg.OutboxScan,
+			Tracer: s.tel.Tracers.Tracer("dmgrid/outbox"), Propagator: s.tel.Propagator,
+			PublishedCounter: published, PublishLatency: latency})
 		notifier = s.relay
 	} else {
 		log.Warn("DMGRID_NATS_URL not set: events stay in the Redis outbox until a worker with NATS relays them")
@@ -208,7 +233,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		ServerMaxMsgSize: cfg.ServerMaxMsgSize, ServerMaxObjSize: cfg.ServerMaxObjSize,
 		DevDetailEvery: cfg.DevDetailEvery, NewCommandID: newCommandID})
 	s.Sessions = &api.Sessions{St: s.st, Engine: eng, Relay: notifier, Log: log, Now: time.Now,
-		ChallengeLimit: cfg.ChallengeLimit, ChallengeWindow: time.Minute}
+		ChallengeLimit: cfg.ChallengeLimit, ChallengeWindow: time.Minute,
+		Metrics: api.NewMetrics(s.tel.Meters), Propagator: s.tel.Propagator}
 	s.Devices = &api.Devices{St: s.st, Now: time.Now}
 	s.Commands = &api.Commands{St: s.st, Relay: notifier, JS: js, Stream: cfg.EventsStream, Now: time.Now}
 	return s, nil
@@ -251,7 +277,15 @@ func (s *Service) Close() {
 	if s.rdb != nil {
 		s.rdb.Close()
 	}
+	if s.ownTel {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.tel.Shutdown(ctx)
+	}
 }
+
+// Telemetry returns the service's providers (for the metrics endpoint).
+func (s *Service) Telemetry() *telemetry.Telemetry { return s.tel }
 
 // Run serves the gRPC APIs on cfg.GRPCAddr until ctx ends, then drains: readiness goes
 // NOT_SERVING, in-flight RPCs finish (GracefulStop, bounded), NATS drains, Redis closes.
@@ -270,8 +304,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // Serve serves on lis until ctx ends.
 func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(
+		otelgrpc.WithTracerProvider(s.tel.Tracers), otelgrpc.WithMeterProvider(s.tel.Meters), otelgrpc.WithPropagators(s.tel.Propagator))))
 	s.Register(g)
+	if s.cfg.MetricsAddr != "" {
+		go func() {
+			if err := s.tel.ServeMetrics(ctx, s.cfg.MetricsAddr, s.log); err != nil {
+				s.log.Error("metrics server", "err", err)
+			}
+		}()
+	}
 	s.SetServing(true)
 	bctx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	bgDone := make(chan error, 1)

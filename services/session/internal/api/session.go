@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -38,6 +40,9 @@ type Sessions struct {
 	ChallengeWindow time.Duration
 	// Handled counts messages this worker processed (tests check that load spreads).
 	Handled atomic.Int64
+	// Metrics and Propagator are optional (nil: not recorded / no trace parent on events).
+	Metrics    *Metrics
+	Propagator propagation.TextMapPropagator
 }
 
 // maxCommitAttempts bounds retries when two workers race on one session.
@@ -84,12 +89,13 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 				return resp, nil
 			}
 		}
-		evs, err := s.encodeEvents(out.Events, dev, in.Now)
+		evs, err := s.encodeEvents(ctx, out.Events, dev, in.Now)
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "encode events: %v", err)
 		}
 		err = s.St.Commit(ctx, dev, sid, st, out, evs)
 		if errors.Is(err, store.ErrConflict) {
+			s.Metrics.add(ctx, s.Metrics.conflicts, 1)
 			continue
 		}
 		if err != nil {
@@ -98,6 +104,7 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 		if len(evs) > 0 && s.Relay != nil {
 			s.Relay.Notify(dev)
 		}
+		s.record(ctx, in.Encoding.String(), out)
 		resp.Reply = syncmlpb.ToProto(out.Reply)
 		if a := st.Account; a != nil && a.ServerAuth == engine.AuthHMAC {
 			resp.ReplyAuth = &sessionv1.ReplyAuth{Username: a.ServerName, KeyB64Md5: a.ServerKey, Nonce: a.ServerNonce}
@@ -112,14 +119,35 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 	return nil, status.Error(codes.Aborted, "session changed concurrently; retry")
 }
 
-func (s *Sessions) encodeEvents(evs []engine.Event, dev string, now time.Time) ([][]byte, error) {
+func (s *Sessions) record(ctx context.Context, enc string, out engine.Output) {
+	m := s.Metrics
+	if m == nil {
+		return
+	}
+	m.add(ctx, m.messages, 1, attribute.String("encoding", enc), attribute.String("outcome", out.Outcome))
+	if out.AuthFailure {
+		m.add(ctx, m.authFailures, 1)
+	}
+	for _, e := range out.Events {
+		switch e.Kind {
+		case engine.EventSessionEnded:
+			m.add(ctx, m.sessionsEnd, 1, attribute.String("outcome", e.Outcome))
+		case engine.EventCommandStateChanged:
+			m.add(ctx, m.commands, 1, attribute.String("state", string(e.Command.State)))
+		}
+	}
+}
+
+func (s *Sessions) encodeEvents(ctx context.Context, evs []engine.Event, dev string, now time.Time) ([][]byte, error) {
 	if len(evs) == 0 {
 		return nil, nil
 	}
+	tp := traceParent(ctx, s.Propagator)
 	out := make([][]byte, 0, len(evs))
 	for _, e := range evs {
 		pe := eventToProto(e, dev, now)
 		pe.EventId = events.NewID()
+		pe.TraceParent = tp
 		b, err := proto.Marshal(pe)
 		if err != nil {
 			return nil, fmt.Errorf("marshal %s event: %w", e.Kind, err)

@@ -16,10 +16,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	eventsv1 "github.com/dmgrid/dmgrid/proto/dmgrid/events/v1"
 
+	"github.com/dmgrid/dmgrid/internal/telemetry"
 	"github.com/dmgrid/dmgrid/pkg/events"
 	"github.com/dmgrid/dmgrid/services/session/internal/store"
 )
@@ -30,6 +35,13 @@ type Config struct {
 	ScanInterval time.Duration // how often left-behind outboxes are searched (default 10s)
 	Retry        time.Duration // wait before retrying a device after a failure (default 1s)
 	Batch        int           // entries read per round (default 64)
+	// Tracer and Propagator continue each event's trace (its trace_parent, set when the
+	// state change was committed) with a producer span and carry it in the NATS headers.
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
+	// Published counts events handed to JetStream (dmgrid_outbox_published_total).
+	PublishedCounter metric.Int64Counter
+	PublishLatency   metric.Float64Histogram
 }
 
 // Relay moves events from Redis to JetStream.
@@ -202,12 +214,28 @@ func (r *Relay) publish(ctx context.Context, entry []byte) error {
 	}
 	msg := &nats.Msg{Subject: events.Subject(&ev), Data: entry, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, ev.GetEventId())
-	if tp := ev.GetTraceParent(); tp != "" {
+	if r.cfg.Tracer != nil && r.cfg.Propagator != nil {
+		// The publish span is a child of the span that committed the event, and the
+		// consumer's span will be a child of this one (traceparent in the NATS headers).
+		pctx := r.cfg.Propagator.Extract(ctx, propagation.MapCarrier{"traceparent": ev.GetTraceParent()})
+		pctx, span := r.cfg.Tracer.Start(pctx, "events publish", trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", msg.Subject), attribute.String("device_id", ev.GetDeviceId())))
+		defer span.End()
+		r.cfg.Propagator.Inject(pctx, telemetry.HeaderCarrier(msg.Header))
+	} else if tp := ev.GetTraceParent(); tp != "" {
 		msg.Header.Set("traceparent", tp)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := r.js.PublishMsg(pctx, msg); err != nil {
+	start := time.Now()
+	_, err := r.js.PublishMsg(pctx, msg)
+	if r.cfg.PublishLatency != nil {
+		r.cfg.PublishLatency.Record(ctx, time.Since(start).Seconds())
+	}
+	if err == nil && r.cfg.PublishedCounter != nil {
+		r.cfg.PublishedCounter.Add(ctx, 1)
+	}
+	if err != nil {
 		if errors.Is(err, nats.ErrMaxPayload) {
 			// Can never succeed: retrying would block the device's later events forever.
 			r.log.Error("event larger than the NATS maximum payload; dropped", "device_id", ev.GetDeviceId(), "subject", msg.Subject, "bytes", len(entry))

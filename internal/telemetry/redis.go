@@ -1,0 +1,64 @@
+package telemetry
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// RedisHook traces every Redis command and pipeline as a client span and records its
+// latency (dmgrid_redis_duration_seconds).
+type RedisHook struct {
+	tracer trace.Tracer
+	dur    metric.Float64Histogram
+}
+
+// NewRedisHook returns the hook; add it with client.AddHook.
+func NewRedisHook(t *Telemetry) *RedisHook {
+	m := t.Meters.Meter("dmgrid/redis")
+	dur, _ := m.Float64Histogram("dmgrid_redis_duration_seconds", metric.WithDescription("Redis command and pipeline latency"), metric.WithUnit("s"))
+	return &RedisHook{tracer: t.Tracers.Tracer("dmgrid/redis"), dur: dur}
+}
+
+// DialHook passes through.
+func (h *RedisHook) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) { return next(ctx, network, addr) }
+}
+
+// ProcessHook wraps one command.
+func (h *RedisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		ctx, span := h.tracer.Start(ctx, "redis "+cmd.Name(), trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("db.system", "redis"), attribute.String("db.operation", cmd.Name())))
+		start := time.Now()
+		err := next(ctx, cmd)
+		h.dur.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attribute.String("cmd", cmd.Name())))
+		if err != nil && err != redis.Nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+		return err
+	}
+}
+
+// ProcessPipelineHook wraps one pipeline (one round trip).
+func (h *RedisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		ctx, span := h.tracer.Start(ctx, "redis pipeline", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("db.system", "redis"), attribute.Int("db.commands", len(cmds))))
+		start := time.Now()
+		err := next(ctx, cmds)
+		h.dur.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attribute.String("cmd", "pipeline")))
+		if err != nil && err != redis.Nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+		return err
+	}
+}

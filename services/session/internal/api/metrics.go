@@ -1,0 +1,50 @@
+package api
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+)
+
+// Metrics are the session service's own instruments (exported for Prometheus at /metrics).
+type Metrics struct {
+	messages     metric.Int64Counter
+	authFailures metric.Int64Counter
+	sessionsEnd  metric.Int64Counter
+	commands     metric.Int64Counter
+	conflicts    metric.Int64Counter
+}
+
+// NewMetrics creates the instruments on a meter provider.
+func NewMetrics(mp metric.MeterProvider) *Metrics {
+	m := mp.Meter("dmgrid/session")
+	c := func(name, desc string) metric.Int64Counter {
+		ctr, _ := m.Int64Counter(name, metric.WithDescription(desc))
+		return ctr
+	}
+	return &Metrics{
+		messages:     c("dmgrid_session_messages_total", "device messages processed, by encoding and outcome"),
+		authFailures: c("dmgrid_session_auth_failures_total", "messages refused for authentication (unknown device, missing or wrong credentials)"),
+		sessionsEnd:  c("dmgrid_session_sessions_ended_total", "sessions ended, by outcome"),
+		commands:     c("dmgrid_session_command_transitions_total", "command state changes, by new state"),
+		conflicts:    c("dmgrid_session_commit_conflicts_total", "commits retried because another worker changed the session first"),
+	}
+}
+
+func (m *Metrics) add(ctx context.Context, c metric.Int64Counter, n int64, attrs ...attribute.KeyValue) {
+	if m != nil && c != nil {
+		c.Add(ctx, n, metric.WithAttributes(attrs...))
+	}
+}
+
+// traceParent returns the W3C traceparent of ctx's span ("" without one), for events.
+func traceParent(ctx context.Context, p propagation.TextMapPropagator) string {
+	if p == nil {
+		return ""
+	}
+	carrier := propagation.MapCarrier{}
+	p.Inject(ctx, carrier)
+	return carrier.Get("traceparent")
+}
