@@ -14,7 +14,8 @@ FUZZ_TARGETS := \
 	./pkg/pkg0:FuzzParse \
 	./pkg/wappush:FuzzParsePushPDU \
 	./pkg/wappush:FuzzParseUDH \
-	./pkg/wappush:FuzzReassembler
+	./pkg/wappush:FuzzReassembler \
+	./pkg/smpp:FuzzDecode
 FUZZTIME ?= 30s
 BENCHTIME ?= 1s
 
