@@ -27,6 +27,145 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// GetNotificationTargetRequest names the device to notify.
+type GetNotificationTargetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The device id, e.g. "IMEI:490154203237518".
+	DeviceId      string `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNotificationTargetRequest) Reset() {
+	*x = GetNotificationTargetRequest{}
+	mi := &file_dmgrid_session_v1_session_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNotificationTargetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNotificationTargetRequest) ProtoMessage() {}
+
+func (x *GetNotificationTargetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dmgrid_session_v1_session_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNotificationTargetRequest.ProtoReflect.Descriptor instead.
+func (*GetNotificationTargetRequest) Descriptor() ([]byte, []int) {
+	return file_dmgrid_session_v1_session_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetNotificationTargetRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+// GetNotificationTargetResponse carries the Package 0 inputs for one device.
+type GetNotificationTargetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The device id.
+	DeviceId string `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// The MSISDN to send the WAP Push to (E.164, may be empty when none is configured).
+	Msisdn string `protobuf:"bytes,2,opt,name=msisdn,proto3" json:"msisdn,omitempty"`
+	// The server identifier carried in the trigger (DMAcc ServerID; the server auth name
+	// when no ServerID is set, since both must be equal, PROTOCOL.md §12.17).
+	ServerId string `protobuf:"bytes,3,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	// B64(MD5(server_id ":" server secret)): the digest key of OMA-TS-DM_Notification §6.2.2.2,
+	// the form the server stores. Empty when the account has no server credential.
+	ServerKeyB64Md5 string `protobuf:"bytes,4,opt,name=server_key_b64md5,json=serverKeyB64md5,proto3" json:"server_key_b64md5,omitempty"`
+	// The nonce the device issued to the server (raw bytes; empty before the first one).
+	ServerNonce []byte `protobuf:"bytes,5,opt,name=server_nonce,json=serverNonce,proto3" json:"server_nonce,omitempty"`
+	// The device's labels (for provider routing).
+	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNotificationTargetResponse) Reset() {
+	*x = GetNotificationTargetResponse{}
+	mi := &file_dmgrid_session_v1_session_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNotificationTargetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNotificationTargetResponse) ProtoMessage() {}
+
+func (x *GetNotificationTargetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dmgrid_session_v1_session_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNotificationTargetResponse.ProtoReflect.Descriptor instead.
+func (*GetNotificationTargetResponse) Descriptor() ([]byte, []int) {
+	return file_dmgrid_session_v1_session_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetNotificationTargetResponse) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *GetNotificationTargetResponse) GetMsisdn() string {
+	if x != nil {
+		return x.Msisdn
+	}
+	return ""
+}
+
+func (x *GetNotificationTargetResponse) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *GetNotificationTargetResponse) GetServerKeyB64Md5() string {
+	if x != nil {
+		return x.ServerKeyB64Md5
+	}
+	return ""
+}
+
+func (x *GetNotificationTargetResponse) GetServerNonce() []byte {
+	if x != nil {
+		return x.ServerNonce
+	}
+	return nil
+}
+
+func (x *GetNotificationTargetResponse) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 // HandleMessageRequest is one client message and the facts of the HTTP request it came in.
 type HandleMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -40,7 +179,7 @@ type HandleMessageRequest struct {
 
 func (x *HandleMessageRequest) Reset() {
 	*x = HandleMessageRequest{}
-	mi := &file_dmgrid_session_v1_session_proto_msgTypes[0]
+	mi := &file_dmgrid_session_v1_session_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +191,7 @@ func (x *HandleMessageRequest) String() string {
 func (*HandleMessageRequest) ProtoMessage() {}
 
 func (x *HandleMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmgrid_session_v1_session_proto_msgTypes[0]
+	mi := &file_dmgrid_session_v1_session_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +204,7 @@ func (x *HandleMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandleMessageRequest.ProtoReflect.Descriptor instead.
 func (*HandleMessageRequest) Descriptor() ([]byte, []int) {
-	return file_dmgrid_session_v1_session_proto_rawDescGZIP(), []int{0}
+	return file_dmgrid_session_v1_session_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *HandleMessageRequest) GetMessage() *v1.Message {
@@ -122,7 +261,7 @@ type Transport struct {
 
 func (x *Transport) Reset() {
 	*x = Transport{}
-	mi := &file_dmgrid_session_v1_session_proto_msgTypes[1]
+	mi := &file_dmgrid_session_v1_session_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -134,7 +273,7 @@ func (x *Transport) String() string {
 func (*Transport) ProtoMessage() {}
 
 func (x *Transport) ProtoReflect() protoreflect.Message {
-	mi := &file_dmgrid_session_v1_session_proto_msgTypes[1]
+	mi := &file_dmgrid_session_v1_session_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -147,7 +286,7 @@ func (x *Transport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transport.ProtoReflect.Descriptor instead.
 func (*Transport) Descriptor() ([]byte, []int) {
-	return file_dmgrid_session_v1_session_proto_rawDescGZIP(), []int{1}
+	return file_dmgrid_session_v1_session_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Transport) GetEncoding() v1.Encoding {
@@ -249,7 +388,7 @@ type HandleMessageResponse struct {
 
 func (x *HandleMessageResponse) Reset() {
 	*x = HandleMessageResponse{}
-	mi := &file_dmgrid_session_v1_session_proto_msgTypes[2]
+	mi := &file_dmgrid_session_v1_session_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +400,7 @@ func (x *HandleMessageResponse) String() string {
 func (*HandleMessageResponse) ProtoMessage() {}
 
 func (x *HandleMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmgrid_session_v1_session_proto_msgTypes[2]
+	mi := &file_dmgrid_session_v1_session_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +413,7 @@ func (x *HandleMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandleMessageResponse.ProtoReflect.Descriptor instead.
 func (*HandleMessageResponse) Descriptor() ([]byte, []int) {
-	return file_dmgrid_session_v1_session_proto_rawDescGZIP(), []int{2}
+	return file_dmgrid_session_v1_session_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HandleMessageResponse) GetReply() *v1.Message {
@@ -333,7 +472,7 @@ type ReplyAuth struct {
 
 func (x *ReplyAuth) Reset() {
 	*x = ReplyAuth{}
-	mi := &file_dmgrid_session_v1_session_proto_msgTypes[3]
+	mi := &file_dmgrid_session_v1_session_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +484,7 @@ func (x *ReplyAuth) String() string {
 func (*ReplyAuth) ProtoMessage() {}
 
 func (x *ReplyAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_dmgrid_session_v1_session_proto_msgTypes[3]
+	mi := &file_dmgrid_session_v1_session_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +497,7 @@ func (x *ReplyAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplyAuth.ProtoReflect.Descriptor instead.
 func (*ReplyAuth) Descriptor() ([]byte, []int) {
-	return file_dmgrid_session_v1_session_proto_rawDescGZIP(), []int{3}
+	return file_dmgrid_session_v1_session_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReplyAuth) GetUsername() string {
@@ -386,7 +525,19 @@ var File_dmgrid_session_v1_session_proto protoreflect.FileDescriptor
 
 const file_dmgrid_session_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x1fdmgrid/session/v1/session.proto\x12\x11dmgrid.session.v1\x1a\x1ddmgrid/syncml/v1/syncml.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n" +
+	"\x1fdmgrid/session/v1/session.proto\x12\x11dmgrid.session.v1\x1a\x1ddmgrid/syncml/v1/syncml.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n" +
+	"\x1cGetNotificationTargetRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\"\xd1\x02\n" +
+	"\x1dGetNotificationTargetResponse\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x16\n" +
+	"\x06msisdn\x18\x02 \x01(\tR\x06msisdn\x12\x1b\n" +
+	"\tserver_id\x18\x03 \x01(\tR\bserverId\x12*\n" +
+	"\x11server_key_b64md5\x18\x04 \x01(\tR\x0fserverKeyB64md5\x12!\n" +
+	"\fserver_nonce\x18\x05 \x01(\fR\vserverNonce\x12T\n" +
+	"\x06labels\x18\x06 \x03(\v2<.dmgrid.session.v1.GetNotificationTargetResponse.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x87\x01\n" +
 	"\x14HandleMessageRequest\x123\n" +
 	"\amessage\x18\x01 \x01(\v2\x19.dmgrid.syncml.v1.MessageR\amessage\x12:\n" +
 	"\ttransport\x18\x02 \x01(\v2\x1c.dmgrid.session.v1.TransportR\ttransport\"\xcf\x03\n" +
@@ -419,9 +570,10 @@ const file_dmgrid_session_v1_session_proto_rawDesc = "" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1d\n" +
 	"\n" +
 	"key_b64md5\x18\x02 \x01(\tR\tkeyB64md5\x12\x14\n" +
-	"\x05nonce\x18\x03 \x01(\fR\x05nonce2t\n" +
+	"\x05nonce\x18\x03 \x01(\fR\x05nonce2\xf0\x01\n" +
 	"\x0eSessionService\x12b\n" +
-	"\rHandleMessage\x12'.dmgrid.session.v1.HandleMessageRequest\x1a(.dmgrid.session.v1.HandleMessageResponseB<Z:github.com/dmgrid/dmgrid/proto/dmgrid/session/v1;sessionv1b\x06proto3"
+	"\rHandleMessage\x12'.dmgrid.session.v1.HandleMessageRequest\x1a(.dmgrid.session.v1.HandleMessageResponse\x12z\n" +
+	"\x15GetNotificationTarget\x12/.dmgrid.session.v1.GetNotificationTargetRequest\x1a0.dmgrid.session.v1.GetNotificationTargetResponseB<Z:github.com/dmgrid/dmgrid/proto/dmgrid/session/v1;sessionv1b\x06proto3"
 
 var (
 	file_dmgrid_session_v1_session_proto_rawDescOnce sync.Once
@@ -435,30 +587,36 @@ func file_dmgrid_session_v1_session_proto_rawDescGZIP() []byte {
 	return file_dmgrid_session_v1_session_proto_rawDescData
 }
 
-var file_dmgrid_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_dmgrid_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_dmgrid_session_v1_session_proto_goTypes = []any{
-	(*HandleMessageRequest)(nil),  // 0: dmgrid.session.v1.HandleMessageRequest
-	(*Transport)(nil),             // 1: dmgrid.session.v1.Transport
-	(*HandleMessageResponse)(nil), // 2: dmgrid.session.v1.HandleMessageResponse
-	(*ReplyAuth)(nil),             // 3: dmgrid.session.v1.ReplyAuth
-	(*v1.Message)(nil),            // 4: dmgrid.syncml.v1.Message
-	(v1.Encoding)(0),              // 5: dmgrid.syncml.v1.Encoding
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*GetNotificationTargetRequest)(nil),  // 0: dmgrid.session.v1.GetNotificationTargetRequest
+	(*GetNotificationTargetResponse)(nil), // 1: dmgrid.session.v1.GetNotificationTargetResponse
+	(*HandleMessageRequest)(nil),          // 2: dmgrid.session.v1.HandleMessageRequest
+	(*Transport)(nil),                     // 3: dmgrid.session.v1.Transport
+	(*HandleMessageResponse)(nil),         // 4: dmgrid.session.v1.HandleMessageResponse
+	(*ReplyAuth)(nil),                     // 5: dmgrid.session.v1.ReplyAuth
+	nil,                                   // 6: dmgrid.session.v1.GetNotificationTargetResponse.LabelsEntry
+	(*v1.Message)(nil),                    // 7: dmgrid.syncml.v1.Message
+	(v1.Encoding)(0),                      // 8: dmgrid.syncml.v1.Encoding
+	(*timestamppb.Timestamp)(nil),         // 9: google.protobuf.Timestamp
 }
 var file_dmgrid_session_v1_session_proto_depIdxs = []int32{
-	4, // 0: dmgrid.session.v1.HandleMessageRequest.message:type_name -> dmgrid.syncml.v1.Message
-	1, // 1: dmgrid.session.v1.HandleMessageRequest.transport:type_name -> dmgrid.session.v1.Transport
-	5, // 2: dmgrid.session.v1.Transport.encoding:type_name -> dmgrid.syncml.v1.Encoding
-	6, // 3: dmgrid.session.v1.Transport.receive_time:type_name -> google.protobuf.Timestamp
-	4, // 4: dmgrid.session.v1.HandleMessageResponse.reply:type_name -> dmgrid.syncml.v1.Message
-	3, // 5: dmgrid.session.v1.HandleMessageResponse.reply_auth:type_name -> dmgrid.session.v1.ReplyAuth
-	0, // 6: dmgrid.session.v1.SessionService.HandleMessage:input_type -> dmgrid.session.v1.HandleMessageRequest
-	2, // 7: dmgrid.session.v1.SessionService.HandleMessage:output_type -> dmgrid.session.v1.HandleMessageResponse
-	7, // [7:8] is the sub-list for method output_type
-	6, // [6:7] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	6, // 0: dmgrid.session.v1.GetNotificationTargetResponse.labels:type_name -> dmgrid.session.v1.GetNotificationTargetResponse.LabelsEntry
+	7, // 1: dmgrid.session.v1.HandleMessageRequest.message:type_name -> dmgrid.syncml.v1.Message
+	3, // 2: dmgrid.session.v1.HandleMessageRequest.transport:type_name -> dmgrid.session.v1.Transport
+	8, // 3: dmgrid.session.v1.Transport.encoding:type_name -> dmgrid.syncml.v1.Encoding
+	9, // 4: dmgrid.session.v1.Transport.receive_time:type_name -> google.protobuf.Timestamp
+	7, // 5: dmgrid.session.v1.HandleMessageResponse.reply:type_name -> dmgrid.syncml.v1.Message
+	5, // 6: dmgrid.session.v1.HandleMessageResponse.reply_auth:type_name -> dmgrid.session.v1.ReplyAuth
+	2, // 7: dmgrid.session.v1.SessionService.HandleMessage:input_type -> dmgrid.session.v1.HandleMessageRequest
+	0, // 8: dmgrid.session.v1.SessionService.GetNotificationTarget:input_type -> dmgrid.session.v1.GetNotificationTargetRequest
+	4, // 9: dmgrid.session.v1.SessionService.HandleMessage:output_type -> dmgrid.session.v1.HandleMessageResponse
+	1, // 10: dmgrid.session.v1.SessionService.GetNotificationTarget:output_type -> dmgrid.session.v1.GetNotificationTargetResponse
+	9, // [9:11] is the sub-list for method output_type
+	7, // [7:9] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_dmgrid_session_v1_session_proto_init() }
@@ -472,7 +630,7 @@ func file_dmgrid_session_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmgrid_session_v1_session_proto_rawDesc), len(file_dmgrid_session_v1_session_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

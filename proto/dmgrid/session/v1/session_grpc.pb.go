@@ -23,7 +23,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SessionService_HandleMessage_FullMethodName = "/dmgrid.session.v1.SessionService/HandleMessage"
+	SessionService_HandleMessage_FullMethodName         = "/dmgrid.session.v1.SessionService/HandleMessage"
+	SessionService_GetNotificationTarget_FullMethodName = "/dmgrid.session.v1.SessionService/GetNotificationTarget"
 )
 
 // SessionServiceClient is the client API for SessionService service.
@@ -42,6 +43,11 @@ type SessionServiceClient interface {
 	// Status codes, not as gRPC errors; a gRPC error means the worker could not process the
 	// message at all (the gateway then answers HTTP 500 or 503).
 	HandleMessage(ctx context.Context, in *HandleMessageRequest, opts ...grpc.CallOption) (*HandleMessageResponse, error)
+	// GetNotificationTarget returns what the notifier needs to build and address a Package 0
+	// for a device (OMA-TS-DM_Notification §6.2): its MSISDN, the server identifier, the
+	// server's pre-hashed credential and the nonce the device issued to the server. Internal:
+	// only the notifier calls it, over the cluster network. NOT_FOUND for an unknown device.
+	GetNotificationTarget(ctx context.Context, in *GetNotificationTargetRequest, opts ...grpc.CallOption) (*GetNotificationTargetResponse, error)
 }
 
 type sessionServiceClient struct {
@@ -56,6 +62,16 @@ func (c *sessionServiceClient) HandleMessage(ctx context.Context, in *HandleMess
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HandleMessageResponse)
 	err := c.cc.Invoke(ctx, SessionService_HandleMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sessionServiceClient) GetNotificationTarget(ctx context.Context, in *GetNotificationTargetRequest, opts ...grpc.CallOption) (*GetNotificationTargetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetNotificationTargetResponse)
+	err := c.cc.Invoke(ctx, SessionService_GetNotificationTarget_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -78,6 +94,11 @@ type SessionServiceServer interface {
 	// Status codes, not as gRPC errors; a gRPC error means the worker could not process the
 	// message at all (the gateway then answers HTTP 500 or 503).
 	HandleMessage(context.Context, *HandleMessageRequest) (*HandleMessageResponse, error)
+	// GetNotificationTarget returns what the notifier needs to build and address a Package 0
+	// for a device (OMA-TS-DM_Notification §6.2): its MSISDN, the server identifier, the
+	// server's pre-hashed credential and the nonce the device issued to the server. Internal:
+	// only the notifier calls it, over the cluster network. NOT_FOUND for an unknown device.
+	GetNotificationTarget(context.Context, *GetNotificationTargetRequest) (*GetNotificationTargetResponse, error)
 	mustEmbedUnimplementedSessionServiceServer()
 }
 
@@ -90,6 +111,9 @@ type UnimplementedSessionServiceServer struct{}
 
 func (UnimplementedSessionServiceServer) HandleMessage(context.Context, *HandleMessageRequest) (*HandleMessageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method HandleMessage not implemented")
+}
+func (UnimplementedSessionServiceServer) GetNotificationTarget(context.Context, *GetNotificationTargetRequest) (*GetNotificationTargetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetNotificationTarget not implemented")
 }
 func (UnimplementedSessionServiceServer) mustEmbedUnimplementedSessionServiceServer() {}
 func (UnimplementedSessionServiceServer) testEmbeddedByValue()                        {}
@@ -130,6 +154,24 @@ func _SessionService_HandleMessage_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SessionService_GetNotificationTarget_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetNotificationTargetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).GetNotificationTarget(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionService_GetNotificationTarget_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).GetNotificationTarget(ctx, req.(*GetNotificationTargetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SessionService_ServiceDesc is the grpc.ServiceDesc for SessionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -140,6 +182,10 @@ var SessionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "HandleMessage",
 			Handler:    _SessionService_HandleMessage_Handler,
+		},
+		{
+			MethodName: "GetNotificationTarget",
+			Handler:    _SessionService_GetNotificationTarget_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -156,3 +156,21 @@ func (s *Sessions) encodeEvents(ctx context.Context, evs []engine.Event, dev str
 	}
 	return out, nil
 }
+
+// GetNotificationTarget gives the notifier the Package 0 inputs of a device.
+func (s *Sessions) GetNotificationTarget(ctx context.Context, req *sessionv1.GetNotificationTargetRequest) (*sessionv1.GetNotificationTargetResponse, error) {
+	if err := validDeviceID(req.GetDeviceId()); err != nil {
+		return nil, err
+	}
+	d, err := s.St.GetDevice(ctx, req.DeviceId)
+	if err != nil {
+		return nil, storeErr(err, "device "+req.DeviceId, map[string]string{"device_id": req.DeviceId})
+	}
+	a := d.Account
+	sid := a.ServerID
+	if sid == "" {
+		sid = a.ServerName
+	}
+	return &sessionv1.GetNotificationTargetResponse{DeviceId: a.DeviceID, Msisdn: a.MSISDN, ServerId: sid,
+		ServerKeyB64Md5: a.ServerKey, ServerNonce: a.ServerNonce, Labels: d.Labels}, nil
+}
