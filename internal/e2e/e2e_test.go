@@ -476,6 +476,12 @@ func TestNotificationInitiatedFUMOWithServerAuth(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no generic alert event")
 	}
+	// The alert's result is attached to the Exec it reports on.
+	exec := command(t, st, cmds[1].CommandId)
+	if len(exec.Results) != 1 || string(exec.Results[0].Data) != "200" || exec.Results[0].Uri != "./FUMO/FwPkg1" ||
+		exec.Results[0].MimeType != "org.openmobilealliance.dm.firmwareupdate.downloadandupdate" {
+		t.Fatalf("Exec results after the generic alert = %v", exec.Results)
+	}
 }
 
 // TestAPIMisuse: bad requests get InvalidArgument with the offending field, unknown things

@@ -150,9 +150,14 @@ func (s *Commands) EnqueueCommands(ctx context.Context, req *commandv1.EnqueueCo
 		b, _ := proto.Marshal(ev)
 		evs = append(evs, b)
 	}
-	out, _, err := s.St.Enqueue(ctx, dev, req.GetRequestId(), cmds, evs)
+	out, dup, err := s.St.Enqueue(ctx, dev, req.GetRequestId(), cmds, evs)
 	if err != nil {
 		return nil, storeErr(err, "device "+dev, map[string]string{"device_id": dev})
+	}
+	if !dup {
+		if err := s.St.IndexCorrelators(ctx, out); err != nil {
+			return nil, storeErr(err, "correlators of "+dev, nil)
+		}
 	}
 	if s.Relay != nil {
 		s.Relay.Notify(dev)

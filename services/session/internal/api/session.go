@@ -101,6 +101,7 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "commit: %v", err)
 		}
+		s.correlate(ctx, dev, out.Events, in.Now)
 		if len(evs) > 0 && s.Relay != nil {
 			s.Relay.Notify(dev)
 		}
@@ -173,4 +174,24 @@ func (s *Sessions) GetNotificationTarget(ctx context.Context, req *sessionv1.Get
 	}
 	return &sessionv1.GetNotificationTargetResponse{DeviceId: a.DeviceID, Msisdn: a.MSISDN, ServerId: sid,
 		ServerKeyB64Md5: a.ServerKey, ServerNonce: a.ServerNonce, Labels: d.Labels}, nil
+}
+
+// correlate attaches each Generic Alert that carries a Correlator to the Exec command it
+// reports on (the asynchronous result of FUMO and similar operations). It runs after the
+// commit, off the common path (only messages with such alerts), and a failure is logged:
+// the alert itself is already committed as an event.
+func (s *Sessions) correlate(ctx context.Context, dev string, evs []engine.Event, now time.Time) {
+	for _, e := range evs {
+		if e.Kind != engine.EventGenericAlert || e.Correlator == "" {
+			continue
+		}
+		item := engine.ResultItem{URI: e.SourceURI, Format: e.Format, MIME: e.AlertType, Data: e.Data}
+		ev := func(c *engine.Command) []byte {
+			b, _ := s.encodeEvents(ctx, []engine.Event{{Kind: engine.EventCommandStateChanged, Command: c}}, dev, now)
+			return b[0]
+		}
+		if _, err := s.St.AttachAlert(ctx, dev, e.Correlator, item, now, ev); err != nil {
+			s.Log.Warn("attach generic alert", "device_id", dev, "correlator", e.Correlator, "err", err)
+		}
+	}
 }

@@ -198,3 +198,76 @@ func (s *Store) CancelCommand(ctx context.Context, id string, now time.Time, eve
 	}
 	return nil, ErrConflict
 }
+
+func (s *Store) corrKey(d, correlator string) string { return s.deviceTag(d) + ":corr:" + correlator }
+
+// IndexCorrelators remembers which command an Exec Correlator belongs to, so the Generic
+// Alert that reports the Exec's asynchronous result (OMA-TS-DM_Protocol §2.3.7, FUMO §10.2.2)
+// can be attached to it.
+func (s *Store) IndexCorrelators(ctx context.Context, cmds []*engine.Command) error {
+	pipe := s.rdb.Pipeline()
+	n := 0
+	for _, c := range cmds {
+		if c.Op.Type == engine.OpExec && c.Op.Correlator != "" {
+			pipe.Set(ctx, s.corrKey(c.DeviceID, c.Op.Correlator), c.ID, s.opt.CommandTTL)
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("index correlators: %w", err)
+	}
+	return nil
+}
+
+// attachScript replaces a command record only if it is still what the caller read.
+//
+//	KEYS: 1 command, 2 outbox; ARGV: 1 old json, 2 new json, 3 event
+var attachScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+if ARGV[3] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[3]) end
+return 1
+`)
+
+// AttachAlert adds a Generic Alert's result to the Exec command with that Correlator and
+// returns the updated command (nil when no command has the correlator). event builds the
+// command_state_changed event appended to the outbox with the change.
+func (s *Store) AttachAlert(ctx context.Context, deviceID, correlator string, item engine.ResultItem, now time.Time, event func(*engine.Command) []byte) (*engine.Command, error) {
+	id, err := s.rdb.Get(ctx, s.corrKey(deviceID, correlator)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("correlator %s: %w", correlator, err)
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		c, raw, err := s.GetCommand(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		c.Results = append(c.Results, item)
+		c.Updated = now
+		b, err := json.Marshal(c)
+		if err != nil {
+			return nil, fmt.Errorf("encode command %s: %w", id, err)
+		}
+		var ev []byte
+		if event != nil {
+			ev = event(c)
+		}
+		ok, err := attachScript.Run(ctx, s.rdb, []string{s.cmdPrefix(deviceID) + id, s.outboxKey(deviceID)}, raw, string(b), ev).Int()
+		if err != nil {
+			return nil, fmt.Errorf("attach alert to %s: %w", id, err)
+		}
+		if ok == 1 {
+			return c, nil
+		}
+	}
+	return nil, ErrConflict
+}
