@@ -134,18 +134,21 @@ func (p *proc) clientResults(c *syncml.Command) {
 			}
 			if int64(len(lo.Buf)+len(val)) > p.e.cfg.ServerMaxObjSize {
 				p.sess.InLO = nil
+				p.out.LOReset = true
 				p.r.status(p.m, c, 413)
 				p.setState(cmd, StateFailed, 413, "large object exceeds the server's MaxObjSize")
 				return
 			}
 			lo.Buf = append(lo.Buf, val...)
 			if it.MoreData {
+				p.out.LOAppend = append(p.out.LOAppend, val...)
 				p.r.status(p.m, c, 213)
 				p.touch(cmd)
 				continue
 			}
 			// Last chunk: check the size before committing (424 on mismatch).
 			p.sess.InLO = nil
+			p.out.LOReset = true
 			data, ok := sizeMatches(lo.Buf, lo.Declared, lo.Format)
 			if !ok {
 				p.r.status(p.m, c, 424)
@@ -287,6 +290,9 @@ func (p *proc) abort(outcome string) {
 		if cmd := p.command(ref.CommandID); cmd != nil && cmd.State == StateSent {
 			p.requeue(cmd, outcome)
 		}
+	}
+	if p.sess.InLO != nil {
+		p.out.LOReset = true
 	}
 	p.sess.OutLO, p.sess.InLO = nil, nil
 	p.sess.Ended = true

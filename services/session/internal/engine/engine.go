@@ -118,7 +118,12 @@ type Output struct {
 	// them to the queue. DevDetailAt, when not zero, is the new policy timestamp.
 	Enqueue     []string
 	DevDetailAt time.Time
-	Events      []Event
+	// LOAppend are the bytes of an incoming large object received in this message (to
+	// append to the stored buffer); LOReset drops the stored buffer (object complete or
+	// abandoned). LOReset wins.
+	LOAppend []byte
+	LOReset  bool
+	Events   []Event
 	// AuthFailure is set when the message failed authentication (for rate limiting).
 	AuthFailure bool
 	// Outcome summarises the message for logs and metrics.

@@ -63,7 +63,10 @@ type InLO struct {
 	Format    string `json:"format,omitempty"`
 	MIME      string `json:"mime,omitempty"`
 	Declared  int64  `json:"declared"`
-	Buf       []byte `json:"buf"`
+	// Buf holds the chunks received so far. It is not part of the session record: the store
+	// keeps it in its own key, appends each message's chunk (Output.LOAppend) and hands it
+	// back on Load, so a large object is not rewritten with the session on every chunk.
+	Buf []byte `json:"-"`
 }
 
 // OutLO is a large object we are sending in chunks (Replace/Add data larger than fits).

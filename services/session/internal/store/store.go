@@ -81,6 +81,7 @@ func (s *Store) queueKey(d string) string     { return s.deviceTag(d) + ":q" }
 func (s *Store) cmdPrefix(d string) string    { return s.deviceTag(d) + ":c:" }
 func (s *Store) seqKey(d string) string       { return s.deviceTag(d) + ":seq" }
 func (s *Store) outboxKey(d string) string    { return s.deviceTag(d) + ":outbox" }
+func (s *Store) loKey(d, sid string) string   { return s.deviceTag(d) + ":lo:" + sid }
 func (s *Store) ridKey(d, rid string) string  { return s.deviceTag(d) + ":rid:" + rid }
 func (s *Store) devicesKey() string           { return s.prefix + ":devices" }
 func (s *Store) labelKey(k, v string) string  { return s.prefix + ":label:" + k + "=" + v }
@@ -162,12 +163,14 @@ for i, id in ipairs(ids) do
   local c = redis.call('GET', ARGV[1] .. id)
   if c then cmds[#cmds + 1] = c end
 end
-return {acct[1] or false, acct[2] or false, acct[3] or false, sess or false, cmds, acct[4] or false}
+local lo = false
+if sess then lo = redis.call('GET', KEYS[4]) end
+return {acct[1] or false, acct[2] or false, acct[3] or false, sess or false, cmds, acct[4] or false, lo}
 `)
 
 // Load reads everything the engine needs for one message in one round trip.
 func (s *Store) Load(ctx context.Context, deviceID, sessionID string) (engine.State, error) {
-	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID)}
+	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.loKey(deviceID, sessionID)}
 	res, err := loadScript.Run(ctx, s.rdb, keys, s.cmdPrefix(deviceID), s.opt.MaxQueueLoad).Slice()
 	if err != nil {
 		return engine.State{}, fmt.Errorf("load device %s: %w", deviceID, err)
@@ -192,6 +195,11 @@ func (s *Store) Load(ctx context.Context, deviceID, sessionID string) (engine.St
 		if err := json.Unmarshal([]byte(raw), &sess); err != nil {
 			return st, fmt.Errorf("decode session %s/%s: %w", deviceID, sessionID, err)
 		}
+		if sess.InLO != nil {
+			if buf, ok := res[6].(string); ok {
+				sess.InLO.Buf = []byte(buf)
+			}
+		}
 		st.Session = &sess
 	}
 	if list, ok := res[4].([]any); ok {
@@ -210,13 +218,14 @@ func (s *Store) Load(ctx context.Context, deviceID, sessionID string) (engine.St
 
 // commitScript applies an engine Output atomically.
 //
-//	KEYS: 1 acct, 2 session, 3 queue, 4 outbox, 5 seq, 6 all-commands index
+//	KEYS: 1 acct, 2 session, 3 queue, 4 outbox, 5 seq, 6 all-commands index, 7 large-object buffer
 //	ARGV: 1 expected session version (0 = must not exist), 2 session json ("" = leave),
 //	      3 session ttl ms, 4 client nonce b64 ("" = keep), 5 server nonce b64,
 //	      6 command key prefix, 7 command ttl ms (terminal), 8 n commands, then per command:
 //	      id, expected state ("" = any), json, terminal (1/0); then n dequeue ids; then
 //	      n events; then n new command ids (queued by the engine itself); then the
-//	      DevDetail policy time in unix ms ("" = keep).
+//	      DevDetail policy time in unix ms ("" = keep); then large-object reset (1/0) and
+//	      the bytes to append to the incoming large-object buffer (KEYS 7).
 //
 // A session version mismatch, or a command whose stored state is not the one the engine
 // saw (e.g. cancelled meanwhile), aborts with 0 and changes nothing.
@@ -262,6 +271,13 @@ for k = 1, nn do
   i = i + 1
 end
 if ARGV[i] ~= '' then redis.call('HSET', KEYS[1], 'dd', ARGV[i]) end
+i = i + 1
+if ARGV[i] == '1' then
+  redis.call('DEL', KEYS[7])
+elseif ARGV[i + 1] ~= '' then
+  redis.call('APPEND', KEYS[7], ARGV[i + 1])
+  redis.call('PEXPIRE', KEYS[7], ARGV[3])
+end
 return 1
 `)
 
@@ -320,7 +336,12 @@ func (s *Store) Commit(ctx context.Context, deviceID, sessionID string, loaded e
 		dd = strconv.FormatInt(out.DevDetailAt.UnixMilli(), 10)
 	}
 	args = append(args, dd)
-	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.outboxKey(deviceID), s.seqKey(deviceID), s.allKey(deviceID)}
+	reset := "0"
+	if out.LOReset {
+		reset = "1"
+	}
+	args = append(args, reset, out.LOAppend)
+	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.outboxKey(deviceID), s.seqKey(deviceID), s.allKey(deviceID), s.loKey(deviceID, sessionID)}
 	n, err := commitScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {
 		return fmt.Errorf("commit device %s session %s: %w", deviceID, sessionID, err)
