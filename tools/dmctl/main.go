@@ -86,6 +86,13 @@ Commands (dmgrid.command.v1.CommandService):
                                 stream state changes, one line each, until interrupted,
                                 N events, or every --id command is in a final state
 
+Notifications (dmgrid.notifier.v1.NotifierService; --addr defaults to env DMGRID_NOTIFIER_ADDR):
+  notify <device-id> [--ui-mode 0..3|background|informative|user-interaction] [--reason R]
+      [--initiator server|user] [--request-id R]
+                                queue a Package 0 (or show the outstanding one)
+  notification get <notification-id>
+  notification list <device-id> [--page-size N] [--page-token T] [--all]
+
 API flags (anywhere after "dmctl"):
   --addr host:port  gRPC address of the session tier (env DMGRID_ADDR, default ` + defaultAddr + `);
                     plaintext gRPC only: TLS is not supported yet
@@ -152,6 +159,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return commandCmd(ctx, g, args[1:], stdout, stderr)
 	case "pkg0":
 		return pkg0Cmd(args[1:], stdin, stdout)
+	case "notify", "notification":
+		return notifyCmd(ctx, g, args, stdout, stderr)
 	case "help":
 		_, err := io.WriteString(stdout, usage)
 		return err
