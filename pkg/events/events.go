@@ -38,6 +38,8 @@ func Kind(ev *eventsv1.Event) string {
 		return "generic_alert_received"
 	case *eventsv1.Event_WakeRequested:
 		return "wake_requested"
+	case *eventsv1.Event_NotificationStateChanged:
+		return "notification_state_changed"
 	}
 	return "unknown"
 }

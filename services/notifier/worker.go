@@ -8,8 +8,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/dmgrid/dmgrid/proto/dmgrid/events/v1"
 	notifierv1 "github.com/dmgrid/dmgrid/proto/dmgrid/notifier/v1"
 
+	"github.com/dmgrid/dmgrid/pkg/events"
 	"github.com/dmgrid/dmgrid/pkg/pkg0"
 	"github.com/dmgrid/dmgrid/pkg/wappush"
 	"github.com/dmgrid/dmgrid/services/notifier/internal/provider"
@@ -240,12 +247,31 @@ func (s *Service) unschedule(ctx context.Context, id string) {
 	}
 }
 
-// logState logs every state change. There is no notifier event type in
-// dmgrid.events.v1 yet, so the log is the audit trail.
+// logState logs every state change and publishes it as a notification_state_changed event
+// (event_id as Nats-Msg-Id). Publishing happens off the caller's path with its own timeout;
+// the notification record in Redis stays the source of truth when NATS is unreachable.
 func (s *Service) logState(ctx context.Context, r *store.Record, what string) {
 	s.log.InfoContext(ctx, "notification state", "notification_id", r.ID, "device_id", r.DeviceID,
 		"state", r.State.String(), "change", what, "session_id", pkg0.SessionIDHex(r.SessionID),
 		"attempts", r.Attempts, "provider", r.Provider, "last_error", r.LastError)
+	if s.js == nil {
+		return
+	}
+	ev := &eventsv1.Event{EventId: events.NewID(), DeviceId: r.DeviceID, Time: timestamppb.New(s.now()),
+		Payload: &eventsv1.Event_NotificationStateChanged{NotificationStateChanged: &eventsv1.NotificationStateChanged{Notification: toProto(r)}}}
+	b, err := proto.Marshal(ev)
+	if err != nil {
+		return
+	}
+	msg := &nats.Msg{Subject: events.Subject(ev), Data: b, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, ev.EventId)
+	go func() {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := s.js.PublishMsg(pctx, msg); err != nil {
+			s.log.Warn("publish notification event", "notification_id", r.ID, "device_id", r.DeviceID, "err", err)
+		}
+	}()
 }
 
 func (s *Service) logUpdate(r *store.Record, err error) {

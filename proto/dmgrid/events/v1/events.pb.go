@@ -21,6 +21,7 @@ package eventsv1
 import (
 	v12 "github.com/dmgrid/dmgrid/proto/dmgrid/command/v1"
 	v11 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
+	v13 "github.com/dmgrid/dmgrid/proto/dmgrid/notifier/v1"
 	v1 "github.com/dmgrid/dmgrid/proto/dmgrid/syncml/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -176,6 +177,7 @@ type Event struct {
 	//	*Event_CommandStateChanged
 	//	*Event_GenericAlertReceived
 	//	*Event_WakeRequested
+	//	*Event_NotificationStateChanged
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -300,6 +302,15 @@ func (x *Event) GetWakeRequested() *WakeRequested {
 	return nil
 }
 
+func (x *Event) GetNotificationStateChanged() *NotificationStateChanged {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_NotificationStateChanged); ok {
+			return x.NotificationStateChanged
+		}
+	}
+	return nil
+}
+
 type isEvent_Payload interface {
 	isEvent_Payload()
 }
@@ -335,6 +346,11 @@ type Event_WakeRequested struct {
 	WakeRequested *WakeRequested `protobuf:"bytes,15,opt,name=wake_requested,json=wakeRequested,proto3,oneof"`
 }
 
+type Event_NotificationStateChanged struct {
+	// A notification (Package 0) changed state in the notifier.
+	NotificationStateChanged *NotificationStateChanged `protobuf:"bytes,16,opt,name=notification_state_changed,json=notificationStateChanged,proto3,oneof"`
+}
+
 func (*Event_SessionStarted) isEvent_Payload() {}
 
 func (*Event_SessionEnded) isEvent_Payload() {}
@@ -346,6 +362,8 @@ func (*Event_CommandStateChanged) isEvent_Payload() {}
 func (*Event_GenericAlertReceived) isEvent_Payload() {}
 
 func (*Event_WakeRequested) isEvent_Payload() {}
+
+func (*Event_NotificationStateChanged) isEvent_Payload() {}
 
 // SessionStarted is published when a device's first package (Pkg1) has been accepted and
 // authenticated.
@@ -793,11 +811,58 @@ func (x *WakeRequested) GetReason() string {
 	return ""
 }
 
+// NotificationStateChanged reports a notification's new state (queued, sending, sent,
+// delivered, answered, failed, expired) with its attempts and provider message ids.
+type NotificationStateChanged struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The notification after the change.
+	Notification  *v13.Notification `protobuf:"bytes,1,opt,name=notification,proto3" json:"notification,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotificationStateChanged) Reset() {
+	*x = NotificationStateChanged{}
+	mi := &file_dmgrid_events_v1_events_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotificationStateChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotificationStateChanged) ProtoMessage() {}
+
+func (x *NotificationStateChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_dmgrid_events_v1_events_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotificationStateChanged.ProtoReflect.Descriptor instead.
+func (*NotificationStateChanged) Descriptor() ([]byte, []int) {
+	return file_dmgrid_events_v1_events_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *NotificationStateChanged) GetNotification() *v13.Notification {
+	if x != nil {
+		return x.Notification
+	}
+	return nil
+}
+
 var File_dmgrid_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_dmgrid_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddmgrid/events/v1/events.proto\x12\x10dmgrid.events.v1\x1a\x1fdmgrid/command/v1/command.proto\x1a\x1ddmgrid/device/v1/device.proto\x1a\x1ddmgrid/syncml/v1/syncml.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x05\n" +
+	"\x1ddmgrid/events/v1/events.proto\x12\x10dmgrid.events.v1\x1a\x1fdmgrid/command/v1/command.proto\x1a\x1ddmgrid/device/v1/device.proto\x1a!dmgrid/notifier/v1/notifier.proto\x1a\x1ddmgrid/syncml/v1/syncml.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x05\n" +
 	"\x05Event\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12.\n" +
@@ -809,7 +874,8 @@ const file_dmgrid_events_v1_events_proto_rawDesc = "" +
 	"\x14device_info_reported\x18\f \x01(\v2$.dmgrid.events.v1.DeviceInfoReportedH\x00R\x12deviceInfoReported\x12[\n" +
 	"\x15command_state_changed\x18\r \x01(\v2%.dmgrid.events.v1.CommandStateChangedH\x00R\x13commandStateChanged\x12^\n" +
 	"\x16generic_alert_received\x18\x0e \x01(\v2&.dmgrid.events.v1.GenericAlertReceivedH\x00R\x14genericAlertReceived\x12H\n" +
-	"\x0ewake_requested\x18\x0f \x01(\v2\x1f.dmgrid.events.v1.WakeRequestedH\x00R\rwakeRequestedB\t\n" +
+	"\x0ewake_requested\x18\x0f \x01(\v2\x1f.dmgrid.events.v1.WakeRequestedH\x00R\rwakeRequested\x12j\n" +
+	"\x1anotification_state_changed\x18\x10 \x01(\v2*.dmgrid.events.v1.NotificationStateChangedH\x00R\x18notificationStateChangedB\t\n" +
 	"\apayload\"\xbe\x02\n" +
 	"\x0eSessionStarted\x12\x1d\n" +
 	"\n" +
@@ -862,7 +928,9 @@ const file_dmgrid_events_v1_events_proto_rawDesc = "" +
 	"\x04mark\x18\x06 \x01(\tR\x04mark\x12\x12\n" +
 	"\x04data\x18\a \x01(\fR\x04data\"'\n" +
 	"\rWakeRequested\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reasonB:Z8github.com/dmgrid/dmgrid/proto/dmgrid/events/v1;eventsv1b\x06proto3"
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"`\n" +
+	"\x18NotificationStateChanged\x12D\n" +
+	"\fnotification\x18\x01 \x01(\v2 .dmgrid.notifier.v1.NotificationR\fnotificationB:Z8github.com/dmgrid/dmgrid/proto/dmgrid/events/v1;eventsv1b\x06proto3"
 
 var (
 	file_dmgrid_events_v1_events_proto_rawDescOnce sync.Once
@@ -877,42 +945,46 @@ func file_dmgrid_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_dmgrid_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_dmgrid_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_dmgrid_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_dmgrid_events_v1_events_proto_goTypes = []any{
-	(SessionStarted_Initiator)(0), // 0: dmgrid.events.v1.SessionStarted.Initiator
-	(SessionEnded_Outcome)(0),     // 1: dmgrid.events.v1.SessionEnded.Outcome
-	(*Event)(nil),                 // 2: dmgrid.events.v1.Event
-	(*SessionStarted)(nil),        // 3: dmgrid.events.v1.SessionStarted
-	(*SessionEnded)(nil),          // 4: dmgrid.events.v1.SessionEnded
-	(*DeviceInfoReported)(nil),    // 5: dmgrid.events.v1.DeviceInfoReported
-	(*CommandStateChanged)(nil),   // 6: dmgrid.events.v1.CommandStateChanged
-	(*GenericAlertReceived)(nil),  // 7: dmgrid.events.v1.GenericAlertReceived
-	(*WakeRequested)(nil),         // 8: dmgrid.events.v1.WakeRequested
-	nil,                           // 9: dmgrid.events.v1.DeviceInfoReported.NodesEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(v1.Encoding)(0),              // 11: dmgrid.syncml.v1.Encoding
-	(v11.AuthType)(0),             // 12: dmgrid.device.v1.AuthType
-	(*v12.Command)(nil),           // 13: dmgrid.command.v1.Command
+	(SessionStarted_Initiator)(0),    // 0: dmgrid.events.v1.SessionStarted.Initiator
+	(SessionEnded_Outcome)(0),        // 1: dmgrid.events.v1.SessionEnded.Outcome
+	(*Event)(nil),                    // 2: dmgrid.events.v1.Event
+	(*SessionStarted)(nil),           // 3: dmgrid.events.v1.SessionStarted
+	(*SessionEnded)(nil),             // 4: dmgrid.events.v1.SessionEnded
+	(*DeviceInfoReported)(nil),       // 5: dmgrid.events.v1.DeviceInfoReported
+	(*CommandStateChanged)(nil),      // 6: dmgrid.events.v1.CommandStateChanged
+	(*GenericAlertReceived)(nil),     // 7: dmgrid.events.v1.GenericAlertReceived
+	(*WakeRequested)(nil),            // 8: dmgrid.events.v1.WakeRequested
+	(*NotificationStateChanged)(nil), // 9: dmgrid.events.v1.NotificationStateChanged
+	nil,                              // 10: dmgrid.events.v1.DeviceInfoReported.NodesEntry
+	(*timestamppb.Timestamp)(nil),    // 11: google.protobuf.Timestamp
+	(v1.Encoding)(0),                 // 12: dmgrid.syncml.v1.Encoding
+	(v11.AuthType)(0),                // 13: dmgrid.device.v1.AuthType
+	(*v12.Command)(nil),              // 14: dmgrid.command.v1.Command
+	(*v13.Notification)(nil),         // 15: dmgrid.notifier.v1.Notification
 }
 var file_dmgrid_events_v1_events_proto_depIdxs = []int32{
-	10, // 0: dmgrid.events.v1.Event.time:type_name -> google.protobuf.Timestamp
+	11, // 0: dmgrid.events.v1.Event.time:type_name -> google.protobuf.Timestamp
 	3,  // 1: dmgrid.events.v1.Event.session_started:type_name -> dmgrid.events.v1.SessionStarted
 	4,  // 2: dmgrid.events.v1.Event.session_ended:type_name -> dmgrid.events.v1.SessionEnded
 	5,  // 3: dmgrid.events.v1.Event.device_info_reported:type_name -> dmgrid.events.v1.DeviceInfoReported
 	6,  // 4: dmgrid.events.v1.Event.command_state_changed:type_name -> dmgrid.events.v1.CommandStateChanged
 	7,  // 5: dmgrid.events.v1.Event.generic_alert_received:type_name -> dmgrid.events.v1.GenericAlertReceived
 	8,  // 6: dmgrid.events.v1.Event.wake_requested:type_name -> dmgrid.events.v1.WakeRequested
-	0,  // 7: dmgrid.events.v1.SessionStarted.initiator:type_name -> dmgrid.events.v1.SessionStarted.Initiator
-	11, // 8: dmgrid.events.v1.SessionStarted.encoding:type_name -> dmgrid.syncml.v1.Encoding
-	12, // 9: dmgrid.events.v1.SessionStarted.auth_type:type_name -> dmgrid.device.v1.AuthType
-	1,  // 10: dmgrid.events.v1.SessionEnded.outcome:type_name -> dmgrid.events.v1.SessionEnded.Outcome
-	9,  // 11: dmgrid.events.v1.DeviceInfoReported.nodes:type_name -> dmgrid.events.v1.DeviceInfoReported.NodesEntry
-	13, // 12: dmgrid.events.v1.CommandStateChanged.command:type_name -> dmgrid.command.v1.Command
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	9,  // 7: dmgrid.events.v1.Event.notification_state_changed:type_name -> dmgrid.events.v1.NotificationStateChanged
+	0,  // 8: dmgrid.events.v1.SessionStarted.initiator:type_name -> dmgrid.events.v1.SessionStarted.Initiator
+	12, // 9: dmgrid.events.v1.SessionStarted.encoding:type_name -> dmgrid.syncml.v1.Encoding
+	13, // 10: dmgrid.events.v1.SessionStarted.auth_type:type_name -> dmgrid.device.v1.AuthType
+	1,  // 11: dmgrid.events.v1.SessionEnded.outcome:type_name -> dmgrid.events.v1.SessionEnded.Outcome
+	10, // 12: dmgrid.events.v1.DeviceInfoReported.nodes:type_name -> dmgrid.events.v1.DeviceInfoReported.NodesEntry
+	14, // 13: dmgrid.events.v1.CommandStateChanged.command:type_name -> dmgrid.command.v1.Command
+	15, // 14: dmgrid.events.v1.NotificationStateChanged.notification:type_name -> dmgrid.notifier.v1.Notification
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_dmgrid_events_v1_events_proto_init() }
@@ -927,6 +999,7 @@ func file_dmgrid_events_v1_events_proto_init() {
 		(*Event_CommandStateChanged)(nil),
 		(*Event_GenericAlertReceived)(nil),
 		(*Event_WakeRequested)(nil),
+		(*Event_NotificationStateChanged)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -934,7 +1007,7 @@ func file_dmgrid_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmgrid_events_v1_events_proto_rawDesc), len(file_dmgrid_events_v1_events_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
