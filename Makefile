@@ -49,6 +49,10 @@ lint: ## gofmt and go vet
 bench: ## codec benchmarks (ns/op, B/op, allocs/op) with the encoding/xml reference in the same run
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./pkg/syncml ./pkg/wbxml
 
+.PHONY: loadtest
+loadtest: ## load test on this machine (gateway, 2 workers, redis-server, NATS; needs redis-server); LOADTEST_ARGS='-registered 100000'
+	$(GO) run ./tools/loadtest $(LOADTEST_ARGS)
+
 .PHONY: fuzz-smoke
 fuzz-smoke: ## run every fuzz target for FUZZTIME (default 30s); crashers land in testdata/fuzz/
 	@set -e; for pt in $(FUZZ_TARGETS); do \

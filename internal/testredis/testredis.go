@@ -96,19 +96,56 @@ func startServer() (string, error) {
 	return "redis://" + addr, nil
 }
 
+// StartServer starts a redis-server for a program that is not a test (the load test): on a
+// free loopback port, with no persistence, its files in a new directory under dir (""
+// means os.TempDir()). stop kills it and removes the directory; the server also dies with
+// the calling process. extra are further redis-server arguments.
+func StartServer(dir string, extra ...string) (url string, stop func(), err error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", nil, fmt.Errorf("redis-server not installed")
+	}
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	d, err := os.MkdirTemp(dir, "dmgrid-redis-")
+	if err != nil {
+		return "", nil, err
+	}
+	addr, cmd, err := spawnCmd(bin, d, extra...)
+	if err != nil {
+		os.RemoveAll(d)
+		return "", nil, err
+	}
+	var once sync.Once
+	return "redis://" + addr, func() {
+		once.Do(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+			os.RemoveAll(d)
+		})
+	}, nil
+}
+
 // spawn starts one redis-server on a free port and waits until it answers PING. The
 // process is tied to the test binary: it exits when its parent does (--daemonize no, and
 // the test's cleanup or the binary's exit kills it).
 func spawn(bin, dir string, extra ...string) (string, error) {
+	addr, _, err := spawnCmd(bin, dir, extra...)
+	return addr, err
+}
+
+// spawnCmd is spawn that also returns the process.
+func spawnCmd(bin, dir string, extra ...string) (string, *exec.Cmd, error) {
 	var lastErr error
 	for try := 0; try < 5; try++ {
 		port, err := FreePort()
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		d, err := os.MkdirTemp(dir, "redis-")
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", d, "--daemonize", "no"}, extra...)
 		cmd := exec.Command(bin, args...)
@@ -116,7 +153,7 @@ func spawn(bin, dir string, extra ...string) (string, error) {
 		// The server dies with the test binary, even when the binary is killed.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
-			return "", fmt.Errorf("start redis-server: %w", err)
+			return "", nil, fmt.Errorf("start redis-server: %w", err)
 		}
 		processes = append(processes, cmd)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
@@ -125,9 +162,9 @@ func spawn(bin, dir string, extra ...string) (string, error) {
 			cmd.Process.Kill()
 			continue
 		}
-		return addr, nil
+		return addr, cmd, nil
 	}
-	return "", fmt.Errorf("redis-server did not come up: %w", lastErr)
+	return "", nil, fmt.Errorf("redis-server did not come up: %w", lastErr)
 }
 
 var processes []*exec.Cmd

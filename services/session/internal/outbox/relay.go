@@ -201,6 +201,11 @@ func (r *Relay) relay(ctx context.Context, dev string) error {
 		if pubErr != nil {
 			return pubErr
 		}
+		if len(entries) < r.cfg.Batch {
+			// A short read was the whole outbox: no second read just to find it empty
+			// (a later commit notifies the relay again).
+			return nil
+		}
 	}
 }
 

@@ -1,0 +1,690 @@
+// Command loadtest measures dmgrid on one machine: a gateway, session workers, a real
+// redis-server (started on a free loopback port) and embedded NATS with JetStream, driven
+// by simulated devices (pkg/dmsim) holding complete DM sessions over loopback HTTP.
+//
+// Phases: provision the devices through the DeviceService (Redis memory per device);
+// a warm-up session per device (the first session of a device is challenged for want of
+// a nonce; after it every session is Pkg1 → Get DevDetail + Replace → Pkg3 → end); the
+// peak run (unthrottled, -concurrency sessions at a time: sessions/s, messages/s, latency
+// per HTTP round trip, Redis round trips per message); the ceiling (a bare net/http handler
+// echoing the same request bodies, same load generator and concurrency); the half-peak run
+// (messages paced to 50% of the peak rate); live sessions held open (Redis memory per
+// session); then every command is checked to be completed exactly once.
+//
+// The last line is machine-readable:
+//
+//	RESULT sessions_per_s=… msgs_per_s=… ceiling_per_s=… ratio=… p50_ms=… p99_ms=… redis_rt_per_msg=… errors=… …
+//
+// Goals (reported, not asserted): messages/s ≥ 25% of the ceiling, p99 < 10 ms at half of
+// peak, ≤ 2 Redis round trips per message, Redis memory < 2 KiB per idle device and
+// < 16 KiB per live session.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	commandv1 "github.com/dmgrid/dmgrid/proto/dmgrid/command/v1"
+	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
+
+	"github.com/dmgrid/dmgrid/internal/e2e"
+	"github.com/dmgrid/dmgrid/internal/testredis"
+	"github.com/dmgrid/dmgrid/pkg/dmauth"
+	"github.com/dmgrid/dmgrid/pkg/dmsim"
+	"github.com/dmgrid/dmgrid/pkg/syncml"
+)
+
+type config struct {
+	devices      int
+	registered   int
+	concurrency  int
+	provisionC   int
+	workers      int
+	half         bool
+	halfFraction float64
+	live         int
+	ceilingMin   time.Duration
+	timeout      time.Duration
+	seed         uint64
+	verbose      bool
+	cpuProfile   string
+}
+
+func main() {
+	var c config
+	flag.IntVar(&c.devices, "devices", 2000, "simulated devices holding sessions")
+	flag.IntVar(&c.registered, "registered", 0, "extra idle devices registered (no sessions), to check that throughput stays flat as registered devices grow")
+	flag.IntVar(&c.concurrency, "concurrency", 64, "sessions in flight at a time (also the ceiling's concurrency)")
+	flag.IntVar(&c.provisionC, "provision-concurrency", 64, "concurrent DeviceService/CommandService calls while provisioning")
+	flag.IntVar(&c.workers, "workers", 2, "session workers")
+	flag.BoolVar(&c.half, "half", true, "also run at a fraction (-half-fraction) of the measured peak message rate and report its latency")
+	flag.Float64Var(&c.halfFraction, "half-fraction", 0.5, "rate of the paced run as a fraction of the peak message rate")
+	flag.IntVar(&c.live, "live", 500, "sessions held open at once to measure Redis memory per live session (0 skips; at most -devices)")
+	flag.DurationVar(&c.ceilingMin, "ceiling-min", 3*time.Second, "shortest ceiling run (it lasts at least as long as the peak run)")
+	flag.DurationVar(&c.timeout, "timeout", 15*time.Minute, "bound on the whole run")
+	flag.Uint64Var(&c.seed, "seed", 1, "fleet seed (device ids, models, firmware)")
+	flag.BoolVar(&c.verbose, "v", false, "services' warnings and errors on stderr")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the peak run (the whole process: services and simulated devices) to this file")
+	flag.Parse()
+	switch {
+	case c.devices < 1 || c.devices > 1_000_000:
+		fail("-devices must be between 1 and 1,000,000")
+	case c.registered < 0 || c.registered > 10_000_000:
+		fail("-registered must be between 0 and 10,000,000")
+	case c.concurrency < 1 || c.concurrency > 10_000 || c.provisionC < 1 || c.provisionC > 1000:
+		fail("-concurrency must be 1..10000 and -provision-concurrency 1..1000")
+	case c.workers < 1 || c.workers > 16:
+		fail("-workers must be between 1 and 16")
+	case c.halfFraction <= 0 || c.halfFraction > 1:
+		fail("-half-fraction must be in (0, 1]")
+	case c.live < 0:
+		fail("-live must not be negative")
+	}
+	c.live = min(c.live, c.devices)
+	os.Exit(run(c))
+}
+
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, "loadtest: "+msg)
+	os.Exit(2)
+}
+
+// rusageCPU is this process's CPU time so far (gateway, workers, NATS and load generator).
+func rusageCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func newHTTPClient(conns int) *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		Proxy:               nil, // loopback only
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: conns,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}}
+}
+
+var authTypes = map[dmauth.Type]devicev1.AuthType{
+	dmauth.TypeBasic: devicev1.AuthType_AUTH_TYPE_BASIC,
+	dmauth.TypeMD5:   devicev1.AuthType_AUTH_TYPE_MD5,
+	dmauth.TypeMAC:   devicev1.AuthType_AUTH_TYPE_HMAC,
+}
+
+// report is everything the run measured.
+type report struct {
+	errors []string
+
+	provisionDur   time.Duration
+	memPerDevice   float64
+	devicesCreated int
+
+	peakSessions   int
+	peakMsgs       int64
+	peakFailed     int64
+	peakDur        time.Duration
+	p50, p95, p99  float64
+	rtTotal        int64
+	rtRequest      int64
+	rtBreakdown    map[string]int64
+	cpuProc        time.Duration
+	cpuRedis       time.Duration
+	ceilingPerS    float64
+	ceilP50        float64
+	ceilP99        float64
+	ceilCPU        time.Duration
+	ceilMsgs       int64
+	halfTarget     float64
+	halfAchieved   float64
+	halfP50        float64
+	halfP95        float64
+	halfP99        float64
+	halfFailed     int64
+	liveHeld       int
+	memPerLive     float64
+	liveKeySamples []int64
+	cmdsChecked    int
+}
+
+func (r *report) errorf(format string, args ...any) {
+	r.errors = append(r.errors, fmt.Sprintf(format, args...))
+}
+
+func run(c config) int {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	ctx, stopSig := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stopSig()
+
+	var logw io.Writer
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if c.verbose {
+		logw = os.Stderr
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	env := e2e.NewEnv("loadtest", logw)
+	defer env.Close()
+
+	redisURL, stopRedis, err := testredis.StartServer("")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "loadtest: %v (install redis-server)\n", err)
+		return 1
+	}
+	env.Cleanup(stopRedis)
+	ropt, _ := redis.ParseURL(redisURL)
+	rdb := redis.NewClient(ropt) // for INFO and MEMORY USAGE; not counted
+	env.Cleanup(func() { rdb.Close() })
+	hook := newRTHook()
+	st := e2e.Start(env, e2e.Options{Workers: c.workers, RedisURL: redisURL, Prefix: "lt", RedisHooks: []redis.Hook{hook}, Logger: log,
+		OutboxScan: 10 * time.Second}) // production's default (DMGRID_OUTBOX_SCAN)
+
+	redisVersion := "?"
+	if m, err := rdb.Info(ctx, "server").Result(); err == nil {
+		for _, l := range strings.Split(m, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "redis_version:"); ok {
+				redisVersion = v
+			}
+		}
+	}
+	fmt.Printf("dmgrid load test: %d devices (+%d registered idle), concurrency %d, %d session workers, redis-server %s, GOMAXPROCS %d, %s\n",
+		c.devices, c.registered, c.concurrency, c.workers, redisVersion, runtime.GOMAXPROCS(0), runtime.Version())
+
+	rep := &report{}
+	auths := []dmauth.Type{dmauth.TypeMD5, dmauth.TypeMAC, dmauth.TypeBasic}
+	fleet := dmsim.NewFleet(c.devices, c.seed, dmsim.Config{ServerURL: st.URL}, func(i int, dc *dmsim.Config) {
+		dc.AuthType = auths[i%len(auths)]
+		dc.ClientName = fmt.Sprintf("lt-%d", i)
+		dc.ClientSecret = fmt.Sprintf("lt-secret-%d", i)
+		if i%2 == 1 {
+			dc.Encoding = syncml.EncodingWBXML
+		}
+	})
+	devs := fleet.Devices
+
+	if err := provision(ctx, c, st, rdb, devs, rep); err != nil {
+		return abort(rep, err)
+	}
+
+	client := newHTTPClient(max(c.concurrency, c.live))
+	httpTr := &dmsim.HTTPTransport{Client: client}
+	opt := dmsim.SessionOptions{MaxTransportRetries: 5, RetryBackoff: 50 * time.Millisecond}
+
+	// Warm-up: each device's first session is challenged (the device has no nonce yet);
+	// afterwards sessions are the steady-state two messages.
+	warm := &meter{inner: httpTr, lat: &latencies{}}
+	if _, err := runSessions(ctx, "warm-up sessions", devs, c.concurrency, func(int) dmsim.Transport { return warm }, opt, rep, warm); err != nil {
+		return abort(rep, err)
+	}
+
+	// Peak.
+	if err := enqueueAll(ctx, c, st, devs, "enqueue (peak)", rep); err != nil {
+		return abort(rep, err)
+	}
+	hook.quiesce(300*time.Millisecond, 10*time.Second)
+	peak := &meter{inner: httpTr, lat: &latencies{}, keep: 20000}
+	if c.cpuProfile != "" {
+		f, err := os.Create(c.cpuProfile)
+		if err != nil {
+			return abort(rep, err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return abort(rep, err)
+		}
+	}
+	rt0, cpu0, rcpu0 := hook.snap(), rusageCPU(), redisCPU(ctx, rdb)
+	dur, err := runSessions(ctx, "peak sessions", devs, c.concurrency, func(int) dmsim.Transport { return peak }, opt, rep, peak)
+	if c.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
+		return abort(rep, err)
+	}
+	rep.cpuProc, rep.cpuRedis = rusageCPU()-cpu0, redisCPU(ctx, rdb)-rcpu0
+	hook.quiesce(300*time.Millisecond, 10*time.Second)
+	rep.rtTotal, rep.rtRequest, rep.rtBreakdown = hook.since(rt0)
+	rep.peakSessions, rep.peakMsgs, rep.peakFailed, rep.peakDur = len(devs), peak.ok.Load(), peak.fail.Load(), dur
+	rep.p50, rep.p95, rep.p99 = peak.lat.percentiles()
+
+	// Ceiling: the same bodies, the same load generator and concurrency, a bare handler.
+	if err := runCeiling(ctx, c, peak.samples, max(dur, c.ceilingMin), rep); err != nil {
+		return abort(rep, err)
+	}
+
+	// Half of peak.
+	peakRate := float64(rep.peakMsgs) / rep.peakDur.Seconds()
+	if c.half && peakRate > 0 {
+		if err := enqueueAll(ctx, c, st, devs, "enqueue (paced)", rep); err != nil {
+			return abort(rep, err)
+		}
+		hook.quiesce(300*time.Millisecond, 10*time.Second)
+		rep.halfTarget = c.halfFraction * peakRate
+		paced := &meter{inner: httpTr, lat: &latencies{}, every: time.Duration(float64(time.Second) / rep.halfTarget)}
+		label := fmt.Sprintf("paced %.0f msg/s", rep.halfTarget)
+		d, err := runSessions(ctx, label, devs, c.concurrency, func(int) dmsim.Transport { return paced }, opt, rep, paced)
+		if err != nil {
+			return abort(rep, err)
+		}
+		rep.halfAchieved = float64(paced.ok.Load()) / d.Seconds()
+		rep.halfP50, rep.halfP95, rep.halfP99 = paced.lat.percentiles()
+		rep.halfFailed = paced.fail.Load()
+	}
+
+	// Live sessions held open.
+	if c.live > 0 {
+		if err := liveSessions(ctx, c, st, rdb, hook, devs[:c.live], httpTr, opt, rep); err != nil {
+			return abort(rep, err)
+		}
+	}
+
+	rounds := func(i int) int {
+		n := 1
+		if c.half && peakRate > 0 {
+			n++
+		}
+		if i < c.live {
+			n++
+		}
+		return n
+	}
+	if err := verify(ctx, c, st, devs, rounds, rep); err != nil {
+		return abort(rep, err)
+	}
+	printReport(c, rep)
+	if len(rep.errors) > 0 {
+		return 1
+	}
+	return 0
+}
+
+func abort(rep *report, err error) int {
+	fmt.Fprintf(os.Stderr, "loadtest: %v\n", err)
+	for _, e := range rep.errors[:min(len(rep.errors), 20)] {
+		fmt.Fprintln(os.Stderr, "  "+e)
+	}
+	return 1
+}
+
+// parallel runs f(i) for i in [0, n) on conc goroutines, counting progress.
+func parallel(ctx context.Context, n, conc int, p *progress, f func(ctx context.Context, i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for w := 0; w < min(conc, n); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := f(ctx, i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
+				if p != nil {
+					p.done.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+func provision(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Client, devs []*dmsim.Device, rep *report) error {
+	total := len(devs) + c.registered
+	mem0, err := usedMemory(ctx, rdb)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	p := startProgress("provisioning devices", total, nil)
+	err = parallel(ctx, total, c.provisionC, p, func(ctx context.Context, i int) error {
+		var d *devicev1.Device
+		if i < len(devs) {
+			dc := devs[i].Config()
+			d = &devicev1.Device{DeviceId: dc.DevID, ClientAuth: &devicev1.AuthConfig{Type: authTypes[dc.AuthType], Name: dc.ClientName, Secret: dc.ClientSecret}}
+		} else {
+			// Idle devices: the same account shape, never in a session.
+			id := fmt.Sprintf("IMEI:99%013d", i)
+			d = &devicev1.Device{DeviceId: id, ClientAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_MD5, Name: "idle-" + strconv.Itoa(i), Secret: "idle-secret-" + strconv.Itoa(i)}}
+		}
+		d.Labels = map[string]string{"fleet": "loadtest"}
+		if _, err := st.Devices.CreateDevice(ctx, &devicev1.CreateDeviceRequest{Device: d}); err != nil {
+			return fmt.Errorf("create device %s: %w", d.DeviceId, err)
+		}
+		return nil
+	})
+	p.finish()
+	if err != nil {
+		return err
+	}
+	rep.provisionDur = time.Since(start)
+	rep.devicesCreated = total
+	mem1, err := usedMemory(ctx, rdb)
+	if err != nil {
+		return err
+	}
+	rep.memPerDevice = float64(mem1-mem0) / float64(total)
+	fmt.Printf("provisioning: %d devices in %.1fs (%.0f/s) through the DeviceService; Redis used_memory (without client buffers) +%.1f MiB = %.0f B per device\n",
+		total, rep.provisionDur.Seconds(), float64(total)/rep.provisionDur.Seconds(), float64(mem1-mem0)/(1<<20), rep.memPerDevice)
+	return nil
+}
+
+// enqueueAll queues the session's work for every device: Get ./DevDetail/FwV and a Replace.
+func enqueueAll(ctx context.Context, c config, st *e2e.Stack, devs []*dmsim.Device, label string, rep *report) error {
+	p := startProgress(label, len(devs), nil)
+	defer p.finish()
+	return parallel(ctx, len(devs), c.provisionC, p, func(ctx context.Context, i int) error {
+		_, err := st.Commands.EnqueueCommands(ctx, &commandv1.EnqueueCommandsRequest{DeviceId: devs[i].DevID(), Operations: []*commandv1.Operation{
+			{Type: commandv1.OperationType_OPERATION_TYPE_GET, TargetUri: "./DevDetail/FwV"},
+			{Type: commandv1.OperationType_OPERATION_TYPE_REPLACE, TargetUri: "./FUMO/FwPkg1/PkgName", Data: []byte("fw-2.0.0")},
+		}})
+		if err != nil {
+			return fmt.Errorf("enqueue for %s: %w", devs[i].DevID(), err)
+		}
+		return nil
+	})
+}
+
+// runSessions holds one session per device, conc at a time, and returns the wall time.
+// Failed or incomplete sessions and protocol warnings are recorded as errors.
+func runSessions(ctx context.Context, label string, devs []*dmsim.Device, conc int, tr func(i int) dmsim.Transport, opt dmsim.SessionOptions, rep *report, m *meter) (time.Duration, error) {
+	start := time.Now()
+	p := startProgress(label, len(devs), func() string {
+		if m == nil {
+			return ""
+		}
+		el := time.Since(start).Seconds()
+		return fmt.Sprintf("%d msgs  %.0f msg/s  %d failed posts", m.ok.Load(), float64(m.ok.Load())/el, m.fail.Load())
+	})
+	var mu sync.Mutex
+	err := parallel(ctx, len(devs), conc, p, func(ctx context.Context, i int) error {
+		r, err := devs[i].RunSession(ctx, tr(i), opt)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err != nil:
+			rep.errorf("%s: %v", label, err)
+		case !r.Ended || r.Aborted:
+			rep.errorf("%s: %s", label, r.Summary())
+		case len(r.Warnings) > 0:
+			rep.errorf("%s: %s: protocol warnings %v", label, devs[i].DevID(), r.Warnings)
+		}
+		return nil
+	})
+	d := time.Since(start)
+	p.finish()
+	return d, err
+}
+
+func echoHandler(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.Header().Set("Cache-Control", "private")
+	w.Write(b)
+}
+
+// runCeiling posts the peak run's request bodies to a bare net/http echo handler with the
+// same client, transport and concurrency for d.
+func runCeiling(ctx context.Context, c config, samples []sample, d time.Duration, rep *report) error {
+	if len(samples) == 0 {
+		return errors.New("no request bodies recorded for the ceiling")
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(echoHandler), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second}
+	go srv.Serve(lis)
+	defer srv.Close()
+	url := "http://" + lis.Addr().String() + "/dm"
+	m := &meter{inner: &dmsim.HTTPTransport{Client: newHTTPClient(c.concurrency)}, lat: &latencies{}}
+	var next atomic.Int64
+	cpu0 := rusageCPU()
+	start := time.Now()
+	deadline := start.Add(d)
+	p := startProgress("ceiling (echo)", int(d/time.Millisecond), func() string {
+		return fmt.Sprintf("%d msgs  %.0f msg/s", m.ok.Load(), float64(m.ok.Load())/time.Since(start).Seconds())
+	})
+	stopTick := make(chan struct{})
+	go func() { // the bar shows elapsed milliseconds of d
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopTick:
+				return
+			case <-t.C:
+				p.done.Store(min(int64(time.Since(start)/time.Millisecond), p.total))
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := 0; w < c.concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				s := samples[int(next.Add(1)-1)%len(samples)]
+				m.Post(ctx, url, s.body, s.ct, "")
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	close(stopTick)
+	p.done.Store(p.total)
+	p.finish()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if f := m.fail.Load(); f > 0 {
+		rep.errorf("ceiling: %d failed posts", f)
+	}
+	rep.ceilMsgs = m.ok.Load()
+	rep.ceilingPerS = float64(rep.ceilMsgs) / el.Seconds()
+	rep.ceilP50, _, rep.ceilP99 = m.lat.percentiles()
+	rep.ceilCPU = rusageCPU() - cpu0
+	return nil
+}
+
+// liveSessions opens a session on each device and holds it after the server's commands
+// arrive (commands sent, session record written), measures Redis memory against the
+// moment before, then lets the sessions finish.
+func liveSessions(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Client, hook *rtHook, devs []*dmsim.Device, httpTr dmsim.Transport, opt dmsim.SessionOptions, rep *report) error {
+	if err := enqueueAll(ctx, c, st, devs, "enqueue (live)", rep); err != nil {
+		return err
+	}
+	hook.quiesce(300*time.Millisecond, 10*time.Second)
+	mem0, err := usedMemory(ctx, rdb)
+	if err != nil {
+		return err
+	}
+	release := make(chan struct{})
+	var held atomic.Int64
+	keys := make([]string, len(devs))
+	gates := make([]*gate, len(devs))
+	for i := range devs {
+		gates[i] = &gate{inner: httpTr, release: release, held: &held, key: &keys[i], prefix: st.Prefix}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := runSessions(ctx, "live sessions", devs, len(devs), func(i int) dmsim.Transport { return gates[i] }, opt, rep, nil)
+		done <- err
+	}()
+	deadline := time.Now().Add(2 * time.Minute)
+	for held.Load() < int64(len(devs)) && time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			return fmt.Errorf("live sessions ended before all were held open (%d of %d): %v", held.Load(), len(devs), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	n := held.Load()
+	hook.quiesce(300*time.Millisecond, 10*time.Second) // the relays have published the commits' events
+	mem1, err := usedMemory(ctx, rdb)
+	var samples []int64
+	for _, k := range keys[:min(len(keys), 200)] {
+		if k == "" {
+			continue
+		}
+		if v, err := rdb.MemoryUsage(ctx, k).Result(); err == nil {
+			samples = append(samples, v)
+		}
+	}
+	close(release)
+	if werr := <-done; werr != nil {
+		return werr
+	}
+	if err != nil {
+		return err
+	}
+	if n < int64(len(devs)) {
+		rep.errorf("live sessions: only %d of %d were held open", n, len(devs))
+	}
+	rep.liveHeld = int(n)
+	if n > 0 {
+		rep.memPerLive = float64(mem1-mem0) / float64(n)
+	}
+	rep.liveKeySamples = samples
+	return nil
+}
+
+// verify checks every device's commands: rounds(i) rounds of two, each completed after
+// exactly one attempt.
+func verify(ctx context.Context, c config, st *e2e.Stack, devs []*dmsim.Device, rounds func(i int) int, rep *report) error {
+	var mu sync.Mutex
+	var checked atomic.Int64
+	p := startProgress("checking commands", len(devs), nil)
+	err := parallel(ctx, len(devs), c.provisionC, p, func(ctx context.Context, i int) error {
+		r, err := st.Commands.ListCommands(ctx, &commandv1.ListCommandsRequest{DeviceId: devs[i].DevID(), PageSize: 1000})
+		if err != nil {
+			return fmt.Errorf("list commands of %s: %w", devs[i].DevID(), err)
+		}
+		var bad []string
+		if want := 2 * rounds(i); len(r.Commands) != want {
+			bad = append(bad, fmt.Sprintf("%s has %d commands, want %d", devs[i].DevID(), len(r.Commands), want))
+		}
+		for _, cmd := range r.Commands {
+			checked.Add(1)
+			if cmd.State != commandv1.Command_STATE_COMPLETED || cmd.Attempts != 1 {
+				bad = append(bad, fmt.Sprintf("command %s (%s) is %v after %d attempts", cmd.CommandId, cmd.Operation.GetTargetUri(), cmd.State, cmd.Attempts))
+			}
+		}
+		if len(bad) > 0 {
+			mu.Lock()
+			for _, b := range bad {
+				rep.errorf("%s", b)
+			}
+			mu.Unlock()
+		}
+		return nil
+	})
+	p.finish()
+	rep.cmdsChecked = int(checked.Load())
+	return err
+}
+
+func printReport(c config, r *report) {
+	peakRate := float64(r.peakMsgs) / r.peakDur.Seconds()
+	sessRate := float64(r.peakSessions) / r.peakDur.Seconds()
+	ratio := 0.0
+	if r.ceilingPerS > 0 {
+		ratio = peakRate / r.ceilingPerS
+	}
+	rtPerMsg, rtReqPerMsg := 0.0, 0.0
+	if r.peakMsgs > 0 {
+		rtPerMsg = float64(r.rtTotal) / float64(r.peakMsgs)
+		rtReqPerMsg = float64(r.rtRequest) / float64(r.peakMsgs)
+	}
+	fmt.Printf("peak: %d sessions, %d messages in %.2fs: %.0f sessions/s, %.0f messages/s; latency per round trip p50 %.2f ms, p95 %.2f ms, p99 %.2f ms; %d posts failed and were retried\n",
+		r.peakSessions, r.peakMsgs, r.peakDur.Seconds(), sessRate, peakRate, r.p50, r.p95, r.p99, r.peakFailed)
+	fmt.Printf("  Redis round trips: %.2f per message (%.2f while handling the message, %.2f outbox relay and other background)\n",
+		rtPerMsg, rtReqPerMsg, rtPerMsg-rtReqPerMsg)
+	keys := make([]string, 0, len(r.rtBreakdown))
+	for k := range r.rtBreakdown {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return r.rtBreakdown[keys[i]] > r.rtBreakdown[keys[j]] })
+	for _, k := range keys {
+		fmt.Printf("    %-40s %8d  %.2f/msg\n", k, r.rtBreakdown[k], float64(r.rtBreakdown[k])/float64(max(r.peakMsgs, 1)))
+	}
+	if r.peakMsgs > 0 {
+		fmt.Printf("  CPU per message: %.0f µs in this process (gateway, workers, NATS, simulated devices), %.0f µs in redis-server\n",
+			float64(r.cpuProc.Microseconds())/float64(r.peakMsgs), float64(r.cpuRedis.Microseconds())/float64(r.peakMsgs))
+	}
+	fmt.Printf("ceiling: bare net/http echo of the same request bodies, same client and concurrency: %.0f messages/s (p50 %.2f ms, p99 %.2f ms, %.0f µs CPU/msg); dmgrid = %.3f of it (goal ≥ 0.25)\n",
+		r.ceilingPerS, r.ceilP50, r.ceilP99, float64(r.ceilCPU.Microseconds())/float64(max(r.ceilMsgs, 1)), ratio)
+	if r.halfTarget > 0 {
+		fmt.Printf("paced at %.0f%% of peak (%.0f messages/s): achieved %.0f/s; latency p50 %.2f ms, p95 %.2f ms, p99 %.2f ms (goal p99 < 10 ms); %d posts failed and were retried\n",
+			100*c.halfFraction, r.halfTarget, r.halfAchieved, r.halfP50, r.halfP95, r.halfP99, r.halfFailed)
+		if r.halfAchieved < 0.95*r.halfTarget {
+			fmt.Printf("  (the paced rate was not reached: the machine had less capacity than during the peak run, so this run was saturated too and its latency is not the half-load latency)\n")
+		}
+	}
+	fmt.Printf("Redis memory: %.0f B per registered device (goal < 2048)", r.memPerDevice)
+	if r.liveHeld > 0 {
+		med := int64(0)
+		if len(r.liveKeySamples) > 0 {
+			s := slices.Clone(r.liveKeySamples)
+			slices.Sort(s)
+			med = s[len(s)/2]
+		}
+		fmt.Printf(", %.0f B per live session (goal < 16384; %d sessions held open; the session record alone: MEMORY USAGE median %d B over %d keys)",
+			r.memPerLive, r.liveHeld, med, len(r.liveKeySamples))
+	}
+	fmt.Println()
+	fmt.Printf("commands: %d checked, each must be completed after exactly one attempt\n", r.cmdsChecked)
+	if len(r.errors) > 0 {
+		fmt.Printf("ERRORS: %d\n", len(r.errors))
+		for _, e := range r.errors[:min(len(r.errors), 20)] {
+			fmt.Println("  " + e)
+		}
+	}
+	fmt.Printf("RESULT sessions_per_s=%.0f msgs_per_s=%.0f ceiling_per_s=%.0f ratio=%.3f p50_ms=%.2f p99_ms=%.2f redis_rt_per_msg=%.2f errors=%d"+
+		" p95_ms=%.2f half_msgs_per_s=%.0f half_p50_ms=%.2f half_p99_ms=%.2f redis_rt_per_msg_request=%.2f mem_per_device_b=%.0f mem_per_live_session_b=%.0f devices=%d registered=%d concurrency=%d\n",
+		sessRate, peakRate, r.ceilingPerS, ratio, r.p50, r.p99, rtPerMsg, len(r.errors),
+		r.p95, r.halfAchieved, r.halfP50, r.halfP99, rtReqPerMsg, r.memPerDevice, r.memPerLive, c.devices, c.registered, c.concurrency)
+}
