@@ -19,11 +19,14 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/nats-io/nats-server/v2/server"
+	"google.golang.org/grpc"
 
 	commandv1 "github.com/dmgrid/dmgrid/proto/dmgrid/command/v1"
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
+	notifierv1 "github.com/dmgrid/dmgrid/proto/dmgrid/notifier/v1"
 
 	"github.com/dmgrid/dmgrid/services/gateway"
+	"github.com/dmgrid/dmgrid/services/notifier"
 	"github.com/dmgrid/dmgrid/services/session"
 )
 
@@ -118,9 +121,33 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer gw.Close()
-	errc := make(chan error, 2)
-	go func() { errc <- svc.Serve(ctx, glis) }()
+	// The notifier (Package 0 through the "log" provider: the SMS it would send is logged)
+	// on the same gRPC server as the session APIs.
+	ncfg, err := notifier.ConfigFromEnv(func(k string) (string, bool) {
+		v, ok := map[string]string{"DMGRID_REDIS_URL": *redisURL, "DMGRID_NATS_URL": *natsURL,
+			"DMGRID_SESSION_ADDR": glis.Addr().String(), "DMGRID_NOTIFIER_ROUTES": "default=log"}[k]
+		return v, ok
+	})
+	if err != nil {
+		return fmt.Errorf("notifier config: %w", err)
+	}
+	ntf, err := notifier.New(ctx, ncfg, log.With("service", "notifier"))
+	if err != nil {
+		return err
+	}
+	defer ntf.Close()
+
+	g := grpc.NewServer()
+	svc.Register(g) // with the health service for the whole process
+	notifierv1.RegisterNotifierServiceServer(g, ntf.API)
+	svc.SetServing(true)
+	ntf.SetServing(true)
+	errc := make(chan error, 4)
+	go func() { errc <- g.Serve(glis) }()
+	go func() { errc <- svc.Background(ctx) }()
+	go func() { errc <- ntf.Background(ctx) }()
 	go func() { errc <- gw.Serve(ctx, hlis) }()
+	defer g.GracefulStop()
 
 	if err := demo(ctx, svc); err != nil {
 		return err
@@ -129,7 +156,7 @@ func run(ctx context.Context, args []string) error {
 	fmt.Printf(`
 dmgrid is running.
   gateway (devices POST SyncML here): %s
-  gRPC (DeviceService, CommandService, SessionService): %s
+  gRPC (DeviceService, CommandService, NotifierService, SessionService): %s
 
 A demo device %s (MD5 auth, name %q, secret %q) has a queued Get of ./DevDetail/FwV.
 Run a session with the device simulator, then look at the result:
@@ -138,8 +165,9 @@ Run a session with the device simulator, then look at the result:
   go run ./tools/dmctl command list %s --addr %s
 
 Queue more:  go run ./tools/dmctl command enqueue %s get ./DevInfo/Mod --addr %s
+Notify it:   go run ./tools/dmctl notify %s --addr %s   (the "log" provider logs the SMS; run with -v)
 Ctrl-C stops everything.
-`, url, glis.Addr(), demoDevice, demoName, demoSecret, url, demoDevice, demoName, demoSecret, demoDevice, glis.Addr(), demoDevice, glis.Addr())
+`, url, glis.Addr(), demoDevice, demoName, demoSecret, url, demoDevice, demoName, demoSecret, demoDevice, glis.Addr(), demoDevice, glis.Addr(), demoDevice, glis.Addr())
 
 	select {
 	case <-ctx.Done():
@@ -157,6 +185,8 @@ func demo(ctx context.Context, svc *session.Service) error {
 	_, err := svc.Devices.CreateDevice(ctx, &devicev1.CreateDeviceRequest{RequestId: "devstack-demo", Device: &devicev1.Device{
 		DeviceId:   demoDevice,
 		ClientAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_MD5, Name: demoName, Secret: demoSecret},
+		ServerAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_MD5, Name: "dmgrid-dev", Secret: "dev-server-secret"},
+		Msisdn:     "+15550100001",
 		Labels:     map[string]string{"env": "dev"},
 	}})
 	if err != nil {
