@@ -18,18 +18,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	commandv1 "github.com/dmgrid/dmgrid/proto/dmgrid/command/v1"
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
+	eventsv1 "github.com/dmgrid/dmgrid/proto/dmgrid/events/v1"
 	notifierv1 "github.com/dmgrid/dmgrid/proto/dmgrid/notifier/v1"
 
 	"github.com/dmgrid/dmgrid/internal/testredis"
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
 	"github.com/dmgrid/dmgrid/pkg/dmsim"
+	"github.com/dmgrid/dmgrid/pkg/events"
 	"github.com/dmgrid/dmgrid/services/notifier"
 )
 
@@ -316,6 +320,31 @@ func TestNotifyWakeOverSMPPAnswered(t *testing.T) {
 		t.Fatalf("command %v", c.State)
 	}
 	waitNotification(t, n.client, note.NotificationId, notifierv1.Notification_STATE_ANSWERED, 10*time.Second)
+
+	// Every state change went out as an event: queued … answered for this notification.
+	js, err := jetstream.New(st.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[notifierv1.Notification_State]bool{}
+	waitFor(t, 10*time.Second, func() bool {
+		cons, err := js.OrderedConsumer(context.Background(), "DMGRID_EVENTS", jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{events.KindSubject("notification_state_changed", id)}})
+		if err != nil {
+			return false
+		}
+		batch, err := cons.FetchNoWait(100)
+		if err != nil {
+			return false
+		}
+		for m := range batch.Messages() {
+			var ev eventsv1.Event
+			if proto.Unmarshal(m.Data(), &ev) == nil && ev.GetNotificationStateChanged().GetNotification().GetNotificationId() == note.NotificationId {
+				seen[ev.GetNotificationStateChanged().GetNotification().GetState()] = true
+			}
+		}
+		return seen[notifierv1.Notification_STATE_QUEUED] && seen[notifierv1.Notification_STATE_SENT] && seen[notifierv1.Notification_STATE_ANSWERED]
+	}, "notification state events")
 
 	// The nonce rotated in that session: a new notification is signed with the new nonce,
 	// and the old SMS is now stale for the device.
