@@ -221,13 +221,32 @@ func Cluster(tb testing.TB) []string {
 	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
 		tb.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
+	// Ready means every node says cluster_state:ok (they learn the slot map by gossip, one
+	// after another) and a cluster client can write to keys in every node's slots.
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
 	defer c.Close()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		info, err := c.ClusterInfo(context.Background()).Result()
-		if err == nil && strings.Contains(info, "cluster_state:ok") {
-			return addrs
+		var err error
+		info := ""
+		ready := true
+		for _, a := range addrs {
+			n := redis.NewClient(&redis.Options{Addr: a})
+			info, err = n.ClusterInfo(context.Background()).Result()
+			n.Close()
+			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				ready = false
+				break
+			}
+		}
+		if ready {
+			for i := 0; i < 32 && err == nil; i++ {
+				err = c.Set(context.Background(), fmt.Sprintf("{ready-%d}", i), "1", time.Minute).Err()
+			}
+			if err == nil {
+				return addrs
+			}
+			ready = false
 		}
 		if time.Now().After(deadline) {
 			tb.Fatalf("cluster did not become ready: %v %s", err, info)
