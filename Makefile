@@ -32,7 +32,7 @@ build: ## build the binaries into ./bin
 	$(GO) build -o bin/ ./tools/... ./services/gateway/cmd/... ./services/session/cmd/...
 
 .PHONY: test
-test: lint proto-lint verify-generated ## lint, proto checks, then every test with the race detector; CI runs exactly this
+test: lint proto-lint verify-generated helm-lint ## lint, proto checks, the Helm chart test, then every test with the race detector; CI runs exactly this
 	$(GO) test -race -count=1 $(PKGS)
 
 .PHONY: test-integration
@@ -91,6 +91,34 @@ verify-generated: generate ## fail when the committed generated code in proto/ i
 	@git diff --exit-code -- proto/ && test -z "$$(git status --porcelain -- proto/)" || { \
 	  echo "generated code is stale or not committed: run make generate and commit:"; \
 	  git status --porcelain -- proto/; exit 1; }
+
+# helm-lint: helm comes from the Go module proxy, built once into bin/helm-$(HELM_VERSION)
+# with the link-time flags of helm's release builds (its version, and Kubernetes 1.37 — the
+# client-go minor of helm v3.22 — as lint's default; update both minors with HELM_VERSION).
+# The chart test (deploy/helm/chartcheck, its own module so the servers never depend on
+# k8s.io) renders the chart itself and decodes every manifest strictly into the API types.
+HELM_VERSION ?= v3.22.0
+HELM_KUBE_VERSION ?= 1.37.0
+HELM_BIN := bin/helm-$(HELM_VERSION)
+HELM_CHART := deploy/helm/dmgrid
+HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37 \
+  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37
+
+$(HELM_BIN):
+	@mkdir -p bin
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  echo "go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) -> $@"; \
+	  GOBIN="$$tmp" GOWORK=off GOPROXY='$(PROTO_GOPROXY)' $(GO) install -trimpath -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
+	  mv "$$tmp/helm" $@
+
+.PHONY: helm-lint
+helm-lint: $(HELM_BIN) ## helm lint --strict and helm template the chart (defaults, production example), then the strict manifest test
+	$(HELM_BIN) lint --strict --kube-version $(HELM_KUBE_VERSION) $(HELM_CHART)
+	$(HELM_BIN) lint --strict --kube-version $(HELM_KUBE_VERSION) $(HELM_CHART) -f $(HELM_CHART)/examples/production-values.yaml
+	$(HELM_BIN) template dmgrid $(HELM_CHART) --kube-version $(HELM_KUBE_VERSION) >/dev/null
+	$(HELM_BIN) template dmgrid $(HELM_CHART) --kube-version $(HELM_KUBE_VERSION) -f $(HELM_CHART)/examples/production-values.yaml >/dev/null
+	cd deploy/helm/chartcheck && HELM='$(abspath $(HELM_BIN))' HELM_VERSION=$(HELM_VERSION) KUBE_VERSION=$(HELM_KUBE_VERSION) $(GO) test -count=1 ./...
 
 .PHONY: clean
 clean: ## remove build output

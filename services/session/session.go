@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/keepalive"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	commandv1 "github.com/dmgrid/dmgrid/proto/dmgrid/command/v1"
@@ -305,7 +306,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // Serve serves on lis until ctx ends.
 func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	g := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(
-		otelgrpc.WithTracerProvider(s.tel.Tracers), otelgrpc.WithMeterProvider(s.tel.Meters), otelgrpc.WithPropagators(s.tel.Propagator))))
+		otelgrpc.WithTracerProvider(s.tel.Tracers), otelgrpc.WithMeterProvider(s.tel.Meters), otelgrpc.WithPropagators(s.tel.Propagator))),
+		// Clients (gateways, notifiers) resolve the headless Service once and re-resolve
+		// only when a connection closes: ending connections after a while lets new workers
+		// added by the autoscaler get traffic (GOAWAY, then in-flight RPCs finish).
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: 2 * time.Minute, MaxConnectionAgeGrace: 30 * time.Second}))
 	s.Register(g)
 	if s.cfg.MetricsAddr != "" {
 		go func() {
