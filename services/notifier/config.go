@@ -12,6 +12,8 @@ import (
 
 	"github.com/dmgrid/dmgrid/pkg/pkg0"
 	"github.com/dmgrid/dmgrid/services/notifier/internal/provider"
+
+	"github.com/dmgrid/dmgrid/internal/telemetry"
 )
 
 // Config is the notifier's configuration, read from the environment.
@@ -67,6 +69,13 @@ type Config struct {
 	// MaxEventAge: wake events older than this are skipped (DMGRID_NOTIFIER_MAX_EVENT_AGE, default 1h).
 	MaxEventAge time.Duration
 
+	// MetricsAddr serves /metrics (DMGRID_METRICS_ADDR, default ":9102"; "" disables it).
+	MetricsAddr string
+	// OTLPEndpoint exports traces over OTLP/gRPC (OTEL_EXPORTER_OTLP_ENDPOINT, host:port).
+	OTLPEndpoint string
+	// Telemetry, when set (tests, the dev stack), is used instead of building providers.
+	Telemetry *telemetry.Telemetry
+
 	// Providers, when set (tests, embedding), add or replace provider adapters by name.
 	Providers map[string]Provider
 	// Now is the clock (default time.Now).
@@ -107,6 +116,8 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	}
 	c := Config{
 		GRPCAddr:      get("DMGRID_GRPC_ADDR", ":9092"),
+		MetricsAddr:   get("DMGRID_METRICS_ADDR", ":9102"),
+		OTLPEndpoint:  get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 		RedisURL:      get("DMGRID_REDIS_URL", ""),
 		RedisPrefix:   get("DMGRID_REDIS_PREFIX", "dmgrid"),
 		NATSURL:       get("DMGRID_NATS_URL", ""),

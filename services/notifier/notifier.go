@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -38,12 +39,16 @@ import (
 	"github.com/dmgrid/dmgrid/pkg/smpp"
 	"github.com/dmgrid/dmgrid/services/notifier/internal/provider"
 	"github.com/dmgrid/dmgrid/services/notifier/internal/store"
+
+	"github.com/dmgrid/dmgrid/internal/telemetry"
 )
 
 // Service is one notifier replica.
 type Service struct {
 	cfg       Config
 	log       *slog.Logger
+	tel       *telemetry.Telemetry
+	ownTel    bool
 	now       func() time.Time
 	rdb       redis.UniversalClient
 	st        *store.Store
@@ -84,6 +89,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		opt, _ := redis.ParseURL(cfg.RedisURL)
 		s.rdb = redis.NewClient(opt)
 	}
+	s.tel = cfg.Telemetry
+	if s.tel == nil {
+		tel, err := telemetry.New(ctx, telemetry.Options{Service: "notifier", OTLPEndpoint: cfg.OTLPEndpoint})
+		if err != nil {
+			return nil, err
+		}
+		s.tel, s.ownTel = tel, true
+	}
+	s.rdb.AddHook(telemetry.NewRedisHook(s.tel))
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := s.rdb.Ping(pctx).Err(); err != nil {
@@ -208,9 +222,17 @@ func (s *Service) Background(ctx context.Context) error {
 // Serve serves the gRPC API on lis and runs Background until ctx ends, then drains:
 // readiness NOT_SERVING, GracefulStop (bounded), background stopped.
 func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(
+		otelgrpc.WithTracerProvider(s.tel.Tracers), otelgrpc.WithMeterProvider(s.tel.Meters), otelgrpc.WithPropagators(s.tel.Propagator))))
 	s.Register(g)
 	s.SetServing(true)
+	if s.cfg.MetricsAddr != "" {
+		go func() {
+			if err := s.tel.ServeMetrics(ctx, s.cfg.MetricsAddr, s.log); err != nil {
+				s.log.Error("metrics server", "err", err)
+			}
+		}()
+	}
 	bctx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	bgDone := make(chan error, 1)
 	go func() { bgDone <- s.Background(bctx) }()
@@ -253,6 +275,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // Close releases providers and connections. Call it after Serve/Background returned.
 func (s *Service) Close() {
+	if s.ownTel {
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s.tel.Shutdown(ctx)
+		}()
+	}
 	for _, c := range s.closers {
 		if err := c(); err != nil {
 			s.log.Warn("close provider", "err", err)
