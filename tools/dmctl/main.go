@@ -93,6 +93,19 @@ Notifications (dmgrid.notifier.v1.NotifierService; --addr defaults to env DMGRID
   notification get <notification-id>
   notification list <device-id> [--page-size N] [--page-token T] [--all]
 
+Inventory (dmgrid.inventory.v1.InventoryService; --addr defaults to env DMGRID_INVENTORY_ADDR):
+  inventory get <device-id>     DevInfo, DevDetail, sessions, labels, last seen
+  inventory list [filter] [--page-size N] [--page-token T] [--all]
+  inventory count [filter]
+  inventory tree <device-id> [<uri>]
+                                last-known node values, all or the subtree at <uri>
+  inventory stats [filter] [--by model|firmware|manufacturer|software|hardware|type|oem|
+      language|dm-version|outcome]...   device counts per value (default: model, firmware)
+      filter: [--man M] [--model M] [--fw V] [--sw V] [--hw V] [--type T] [--oem O]
+      [--lang L] [--dm-version V] [--outcome completed|aborted|auth-failed|timed-out|error]
+      [--label k=v]... [--seen-after T] [--seen-before T]
+      (all must match; T is an RFC 3339 time or a duration ago, e.g. 24h)
+
 API flags (anywhere after "dmctl"):
   --addr host:port  gRPC address of the session tier (env DMGRID_ADDR, default ` + defaultAddr + `);
                     plaintext gRPC only: TLS is not supported yet
@@ -161,6 +174,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return pkg0Cmd(args[1:], stdin, stdout)
 	case "notify", "notification":
 		return notifyCmd(ctx, g, args, stdout, stderr)
+	case "inventory":
+		return inventoryCmd(ctx, g, args[1:], stdout, stderr)
 	case "help":
 		_, err := io.WriteString(stdout, usage)
 		return err

@@ -1,0 +1,266 @@
+// Package inventory is the inventory tier: a durable JetStream consumer of the dmgrid
+// events stream that keeps every device's facts (DevInfo, DevDetail, sessions, labels,
+// last-known tree values) in Redis, idempotently, and the public
+// dmgrid.inventory.v1.InventoryService that answers queries over them. Replicas share the
+// durable consumer (JetStream spreads the events over them) and the Redis.
+package inventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	inventoryv1 "github.com/dmgrid/dmgrid/proto/dmgrid/inventory/v1"
+
+	"github.com/dmgrid/dmgrid/pkg/events"
+	"github.com/dmgrid/dmgrid/services/inventory/internal/api"
+	"github.com/dmgrid/dmgrid/services/inventory/internal/ingest"
+	"github.com/dmgrid/dmgrid/services/inventory/internal/store"
+)
+
+// Config is the inventory service's configuration, read from the environment.
+type Config struct {
+	GRPCAddr          string        // DMGRID_GRPC_ADDR, default ":9091"
+	RedisURL          string        // DMGRID_REDIS_URL (required; a single Redis, see internal/store)
+	RedisPrefix       string        // DMGRID_REDIS_PREFIX, default "dmgrid"
+	NATSURL           string        // DMGRID_NATS_URL (required)
+	EventsStream      string        // DMGRID_EVENTS_STREAM, default DMGRID_EVENTS
+	Consumer          string        // DMGRID_INVENTORY_CONSUMER, durable consumer name, default "inventory"
+	DeadLetterSubject string        // DMGRID_INVENTORY_DEADLETTER_SUBJECT, default "dmgrid.deadletter.inventory"
+	DeadLetterStream  string        // DMGRID_DEADLETTER_STREAM, default DMGRID_DEADLETTER; "none": plain publish
+	MaxDeliver        int           // DMGRID_INVENTORY_MAX_DELIVER, attempts before dead-lettering, default 5
+	MaxAckPending     int           // DMGRID_INVENTORY_MAX_ACK_PENDING, events in flight, default 4096
+	AckWait           time.Duration // DMGRID_INVENTORY_ACK_WAIT, redelivery after a crash, default 30s
+	Workers           int           // DMGRID_INVENTORY_WORKERS, parallel appliers, default 4
+	Batch             int           // DMGRID_INVENTORY_BATCH, events per Redis round trip, default 256
+	DedupeWindow      time.Duration // DMGRID_INVENTORY_DEDUPE_WINDOW, how long event ids are remembered, default 24h
+}
+
+// ConfigFromEnv reads the configuration through lookup (os.LookupEnv in main, a map in
+// tests) and validates it.
+func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
+	get := func(k, def string) string {
+		if v, ok := lookup(k); ok && v != "" {
+			return v
+		}
+		return def
+	}
+	var errs []error
+	dur := func(k, def string) time.Duration {
+		d, err := time.ParseDuration(get(k, def))
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("%s: want a positive duration such as 30s", k))
+		}
+		return d
+	}
+	num := func(k, def string) int {
+		n, err := strconv.Atoi(get(k, def))
+		if err != nil || n <= 0 {
+			errs = append(errs, fmt.Errorf("%s: want a positive integer", k))
+		}
+		return n
+	}
+	c := Config{
+		GRPCAddr:          get("DMGRID_GRPC_ADDR", ":9091"),
+		RedisURL:          get("DMGRID_REDIS_URL", ""),
+		RedisPrefix:       get("DMGRID_REDIS_PREFIX", "dmgrid"),
+		NATSURL:           get("DMGRID_NATS_URL", ""),
+		EventsStream:      get("DMGRID_EVENTS_STREAM", events.DefaultStream),
+		Consumer:          get("DMGRID_INVENTORY_CONSUMER", "inventory"),
+		DeadLetterSubject: get("DMGRID_INVENTORY_DEADLETTER_SUBJECT", "dmgrid.deadletter.inventory"),
+		DeadLetterStream:  get("DMGRID_DEADLETTER_STREAM", "DMGRID_DEADLETTER"),
+		MaxDeliver:        num("DMGRID_INVENTORY_MAX_DELIVER", "5"),
+		MaxAckPending:     num("DMGRID_INVENTORY_MAX_ACK_PENDING", "4096"),
+		AckWait:           dur("DMGRID_INVENTORY_ACK_WAIT", "30s"),
+		Workers:           num("DMGRID_INVENTORY_WORKERS", "4"),
+		Batch:             num("DMGRID_INVENTORY_BATCH", "256"),
+		DedupeWindow:      dur("DMGRID_INVENTORY_DEDUPE_WINDOW", "24h"),
+	}
+	if c.DeadLetterStream == "none" {
+		c.DeadLetterStream = ""
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.RedisURL == "" {
+		errs = append(errs, errors.New("DMGRID_REDIS_URL is required (the inventory needs a single Redis, not a cluster)"))
+	} else if _, err := redis.ParseURL(c.RedisURL); err != nil {
+		errs = append(errs, fmt.Errorf("DMGRID_REDIS_URL: %w", err))
+	}
+	if c.NATSURL == "" {
+		errs = append(errs, errors.New("DMGRID_NATS_URL is required: the inventory is fed by the events stream"))
+	}
+	if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, "{} ") {
+		errs = append(errs, errors.New("DMGRID_REDIS_PREFIX: must be non-empty without braces or spaces"))
+	}
+	if c.Consumer == "" || strings.ContainsAny(c.Consumer, ".*> ") {
+		errs = append(errs, errors.New("DMGRID_INVENTORY_CONSUMER: must be a name without '.', '*', '>' or spaces"))
+	}
+	if c.DeadLetterSubject == "" || strings.ContainsAny(c.DeadLetterSubject, "*> ") || strings.HasPrefix(c.DeadLetterSubject, events.SubjectRoot+".") {
+		errs = append(errs, errors.New("DMGRID_INVENTORY_DEADLETTER_SUBJECT: must be a literal subject outside dmgrid.events"))
+	}
+	if c.MaxDeliver <= 0 || c.MaxAckPending <= 0 || c.Workers <= 0 || c.Batch <= 0 || c.AckWait <= 0 || c.DedupeWindow <= 0 {
+		errs = append(errs, errors.New("DMGRID_INVENTORY_MAX_DELIVER, _MAX_ACK_PENDING, _WORKERS, _BATCH, _ACK_WAIT and _DEDUPE_WINDOW must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Service is one inventory replica.
+type Service struct {
+	cfg    Config
+	log    *slog.Logger
+	rdb    *redis.Client
+	nc     *nats.Conn
+	health *health.Server
+
+	Store     *store.Store
+	Consumer  *ingest.Consumer
+	Inventory *api.Inventory
+}
+
+// New connects to Redis and NATS and builds the service; Serve (or Background) starts
+// consuming.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: log, health: health.NewServer()}
+	opt, _ := redis.ParseURL(cfg.RedisURL)
+	s.rdb = redis.NewClient(opt)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.rdb.Ping(pctx).Err(); err != nil {
+		s.rdb.Close()
+		return nil, fmt.Errorf("connect redis: %w", err)
+	}
+	s.Store = store.New(s.rdb, cfg.RedisPrefix, store.Options{DedupeWindow: cfg.DedupeWindow})
+	if err := s.Store.Load(pctx); err != nil {
+		s.rdb.Close()
+		return nil, err
+	}
+	nc, err := nats.Connect(cfg.NATSURL, nats.Name("dmgrid-inventory"), nats.MaxReconnects(-1))
+	if err != nil {
+		s.rdb.Close()
+		return nil, fmt.Errorf("connect nats: %w", err)
+	}
+	s.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	s.Consumer = ingest.NewConsumer(js, s.Store, log, ingest.Config{
+		Stream: cfg.EventsStream, Durable: cfg.Consumer, DeadLetterSubject: cfg.DeadLetterSubject,
+		DeadLetterStream: cfg.DeadLetterStream, MaxDeliver: cfg.MaxDeliver, MaxAckPending: cfg.MaxAckPending,
+		AckWait: cfg.AckWait, Workers: cfg.Workers, Batch: cfg.Batch,
+	})
+	// Fail fast on a stream or consumer that cannot be set up (wrong stream name, a
+	// consumer of the same name with an incompatible configuration).
+	if _, err := s.Consumer.Setup(pctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.Inventory = &api.Inventory{St: s.Store}
+	return s, nil
+}
+
+// Register adds InventoryService (and health) to a server.
+func (s *Service) Register(g *grpc.Server) {
+	inventoryv1.RegisterInventoryServiceServer(g, s.Inventory)
+	healthpb.RegisterHealthServer(g, s.health)
+}
+
+// Background consumes events until ctx ends.
+func (s *Service) Background(ctx context.Context) error {
+	return s.Consumer.Run(ctx)
+}
+
+// SetServing flips the health status (readiness).
+func (s *Service) SetServing(ok bool) {
+	st := healthpb.HealthCheckResponse_SERVING
+	if !ok {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(inventoryv1.InventoryService_ServiceDesc.ServiceName, st)
+}
+
+// Close releases connections.
+func (s *Service) Close() {
+	if s.nc != nil {
+		s.nc.Drain()
+	}
+	if s.rdb != nil {
+		s.rdb.Close()
+	}
+}
+
+// Run serves on cfg.GRPCAddr until ctx ends.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	s, err := New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	lis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.GRPCAddr, err)
+	}
+	return s.Serve(ctx, lis)
+}
+
+// Serve consumes events and serves the API on lis until ctx ends, then shuts down in
+// order: readiness goes NOT_SERVING, in-flight RPCs finish (GracefulStop, bounded), the
+// consumer finishes the events it holds. Close releases NATS and Redis afterwards.
+func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
+	g := grpc.NewServer()
+	s.Register(g)
+	s.SetServing(true)
+	bctx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	bgDone := make(chan error, 1)
+	go func() { bgDone <- s.Background(bctx) }()
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(lis) }()
+	s.log.Info("inventory serving", "grpc_addr", lis.Addr().String(), "consumer", s.cfg.Consumer)
+	var serveErr error
+	select {
+	case serveErr = <-errc:
+	case err := <-bgDone:
+		// The consumer could not start: without it the inventory goes stale, so stop.
+		g.Stop()
+		return fmt.Errorf("events consumer: %w", err)
+	case <-ctx.Done():
+		s.SetServing(false)
+		stopped := make(chan struct{})
+		go func() { g.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			g.Stop()
+		}
+	}
+	stopBG()
+	if err := <-bgDone; err != nil && serveErr == nil {
+		serveErr = fmt.Errorf("events consumer: %w", err)
+	}
+	return serveErr
+}
