@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -28,6 +29,8 @@ import (
 	"github.com/dmgrid/dmgrid/services/inventory/internal/api"
 	"github.com/dmgrid/dmgrid/services/inventory/internal/ingest"
 	"github.com/dmgrid/dmgrid/services/inventory/internal/store"
+
+	"github.com/dmgrid/dmgrid/internal/telemetry"
 )
 
 // Config is the inventory service's configuration, read from the environment.
@@ -46,6 +49,11 @@ type Config struct {
 	Workers           int           // DMGRID_INVENTORY_WORKERS, parallel appliers, default 4
 	Batch             int           // DMGRID_INVENTORY_BATCH, events per Redis round trip, default 256
 	DedupeWindow      time.Duration // DMGRID_INVENTORY_DEDUPE_WINDOW, how long event ids are remembered, default 24h
+	MetricsAddr       string        // DMGRID_METRICS_ADDR, default ":9102"; "" disables /metrics
+	OTLPEndpoint      string        // OTEL_EXPORTER_OTLP_ENDPOINT (host:port): export traces over OTLP/gRPC
+
+	// Telemetry, when set (tests, the dev stack), is used instead of building providers.
+	Telemetry *telemetry.Telemetry
 }
 
 // ConfigFromEnv reads the configuration through lookup (os.LookupEnv in main, a map in
@@ -74,6 +82,8 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	}
 	c := Config{
 		GRPCAddr:          get("DMGRID_GRPC_ADDR", ":9091"),
+		MetricsAddr:       get("DMGRID_METRICS_ADDR", ":9102"),
+		OTLPEndpoint:      get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 		RedisURL:          get("DMGRID_REDIS_URL", ""),
 		RedisPrefix:       get("DMGRID_REDIS_PREFIX", "dmgrid"),
 		NATSURL:           get("DMGRID_NATS_URL", ""),
@@ -127,6 +137,8 @@ func (c Config) Validate() error {
 type Service struct {
 	cfg    Config
 	log    *slog.Logger
+	tel    *telemetry.Telemetry
+	ownTel bool
 	rdb    *redis.Client
 	nc     *nats.Conn
 	health *health.Server
@@ -142,9 +154,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log, health: health.NewServer()}
+	s := &Service{cfg: cfg, log: log, health: health.NewServer(), tel: cfg.Telemetry}
+	if s.tel == nil {
+		tel, err := telemetry.New(ctx, telemetry.Options{Service: "inventory", OTLPEndpoint: cfg.OTLPEndpoint})
+		if err != nil {
+			return nil, err
+		}
+		s.tel, s.ownTel = tel, true
+	}
 	opt, _ := redis.ParseURL(cfg.RedisURL)
 	s.rdb = redis.NewClient(opt)
+	s.rdb.AddHook(telemetry.NewRedisHook(s.tel))
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := s.rdb.Ping(pctx).Err(); err != nil {
@@ -211,6 +231,11 @@ func (s *Service) Close() {
 	if s.rdb != nil {
 		s.rdb.Close()
 	}
+	if s.ownTel {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.tel.Shutdown(ctx)
+	}
 }
 
 // Run serves on cfg.GRPCAddr until ctx ends.
@@ -231,9 +256,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // order: readiness goes NOT_SERVING, in-flight RPCs finish (GracefulStop, bounded), the
 // consumer finishes the events it holds. Close releases NATS and Redis afterwards.
 func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(
+		otelgrpc.WithTracerProvider(s.tel.Tracers), otelgrpc.WithMeterProvider(s.tel.Meters), otelgrpc.WithPropagators(s.tel.Propagator))))
 	s.Register(g)
 	s.SetServing(true)
+	if s.cfg.MetricsAddr != "" {
+		go func() {
+			if err := s.tel.ServeMetrics(ctx, s.cfg.MetricsAddr, s.log); err != nil {
+				s.log.Error("metrics server", "err", err)
+			}
+		}()
+	}
 	bctx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	bgDone := make(chan error, 1)
