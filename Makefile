@@ -29,7 +29,7 @@ run: ## start all of dmgrid in one process (embedded NATS and Redis-protocol ser
 
 .PHONY: build
 build: ## build the binaries into ./bin
-	$(GO) build -o bin/ ./tools/... ./services/gateway/cmd/... ./services/session/cmd/...
+	$(GO) build -o bin/ ./tools/... ./services/gateway/cmd/... ./services/session/cmd/... ./services/notifier/cmd/... ./services/inventory/cmd/...
 
 .PHONY: test
 test: lint proto-lint verify-generated helm-lint ## lint, proto checks, the Helm chart test, then every test with the race detector; CI runs exactly this
@@ -48,6 +48,8 @@ lint: ## gofmt and go vet
 .PHONY: bench
 bench: ## codec benchmarks (ns/op, B/op, allocs/op) with the encoding/xml reference in the same run
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./pkg/syncml ./pkg/wbxml
+	$(GO) test -run '^$$' -bench BenchmarkIngest -benchtime 200000x ./services/inventory
+	$(GO) test -run '^$$' -bench BenchmarkQuery100k -benchtime 1000x ./services/inventory
 
 .PHONY: loadtest
 loadtest: ## load test on this machine (gateway, 2 workers, redis-server, NATS; needs redis-server); LOADTEST_ARGS='-registered 100000'
