@@ -23,9 +23,11 @@ import (
 
 	commandv1 "github.com/dmgrid/dmgrid/proto/dmgrid/command/v1"
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
+	inventoryv1 "github.com/dmgrid/dmgrid/proto/dmgrid/inventory/v1"
 	notifierv1 "github.com/dmgrid/dmgrid/proto/dmgrid/notifier/v1"
 
 	"github.com/dmgrid/dmgrid/services/gateway"
+	"github.com/dmgrid/dmgrid/services/inventory"
 	"github.com/dmgrid/dmgrid/services/notifier"
 	"github.com/dmgrid/dmgrid/services/session"
 )
@@ -102,7 +104,7 @@ func run(ctx context.Context, args []string) error {
 
 	scfg := session.Config{GRPCAddr: *grpcAddr, RedisURL: *redisURL, RedisPrefix: "dmgrid", NATSURL: *natsURL,
 		EventsStream: "DMGRID_EVENTS", IdleTimeout: 5 * time.Minute, MaxAttempts: 3, ChallengeLimit: 30,
-		ServerMaxMsgSize: 1 << 20, ServerMaxObjSize: 4 << 20, OutboxScan: 10 * time.Second}
+		ServerMaxMsgSize: 1 << 20, ServerMaxObjSize: 4 << 20, OutboxScan: 10 * time.Second, DevDetailEvery: 24 * time.Hour}
 	svc, err := session.New(ctx, scfg, log.With("service", "session"))
 	if err != nil {
 		return err
@@ -137,15 +139,31 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer ntf.Close()
 
+	// The inventory, fed by the same event stream.
+	icfg, err := inventory.ConfigFromEnv(func(k string) (string, bool) {
+		v, ok := map[string]string{"DMGRID_REDIS_URL": *redisURL, "DMGRID_NATS_URL": *natsURL, "DMGRID_REDIS_PREFIX": "dmgrid-inv"}[k]
+		return v, ok
+	})
+	if err != nil {
+		return fmt.Errorf("inventory config: %w", err)
+	}
+	inv, err := inventory.New(ctx, icfg, log.With("service", "inventory"))
+	if err != nil {
+		return err
+	}
+	defer inv.Close()
+
 	g := grpc.NewServer()
 	svc.Register(g) // with the health service for the whole process
 	notifierv1.RegisterNotifierServiceServer(g, ntf.API)
+	inventoryv1.RegisterInventoryServiceServer(g, inv.Inventory)
 	svc.SetServing(true)
 	ntf.SetServing(true)
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	go func() { errc <- g.Serve(glis) }()
 	go func() { errc <- svc.Background(ctx) }()
 	go func() { errc <- ntf.Background(ctx) }()
+	go func() { errc <- inv.Background(ctx) }()
 	go func() { errc <- gw.Serve(ctx, hlis) }()
 	defer g.GracefulStop()
 
@@ -156,7 +174,7 @@ func run(ctx context.Context, args []string) error {
 	fmt.Printf(`
 dmgrid is running.
   gateway (devices POST SyncML here): %s
-  gRPC (DeviceService, CommandService, NotifierService, SessionService): %s
+  gRPC (DeviceService, CommandService, NotifierService, InventoryService, SessionService): %s
 
 A demo device %s (MD5 auth, name %q, secret %q) has a queued Get of ./DevDetail/FwV.
 Run a session with the device simulator, then look at the result:
@@ -166,8 +184,9 @@ Run a session with the device simulator, then look at the result:
 
 Queue more:  go run ./tools/dmctl command enqueue %s get ./DevInfo/Mod --addr %s
 Notify it:   go run ./tools/dmctl notify %s --addr %s   (the "log" provider logs the SMS; run with -v)
+Inventory:   go run ./tools/dmctl inventory get %s --addr %s
 Ctrl-C stops everything.
-`, url, glis.Addr(), demoDevice, demoName, demoSecret, url, demoDevice, demoName, demoSecret, demoDevice, glis.Addr(), demoDevice, glis.Addr(), demoDevice, glis.Addr())
+`, url, glis.Addr(), demoDevice, demoName, demoSecret, url, demoDevice, demoName, demoSecret, demoDevice, glis.Addr(), demoDevice, glis.Addr(), demoDevice, glis.Addr(), demoDevice, glis.Addr())
 
 	select {
 	case <-ctx.Done():
