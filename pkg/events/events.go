@@ -40,6 +40,8 @@ func Kind(ev *eventsv1.Event) string {
 		return "wake_requested"
 	case *eventsv1.Event_NotificationStateChanged:
 		return "notification_state_changed"
+	case *eventsv1.Event_DeviceChanged:
+		return "device_changed"
 	}
 	return "unknown"
 }

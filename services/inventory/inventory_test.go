@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -335,27 +336,58 @@ func TestIntegrationEndToEnd(t *testing.T) {
 	st := e2e.Start(t, e2e.Options{Workers: 2, DevDetailEvery: time.Hour})
 	inv := startInventory(t, st.NATS.ClientURL(), testredis.Prefix(t), nil)
 	ctx := context.Background()
-	const n = 50
+	// 1,000 real sessions in make test (50 with -short); DMGRID_INVENTORY_FLEET=10000 runs
+	// the full fleet.
+	n := 1000
+	if testing.Short() {
+		n = 50
+	}
+	if v, err := strconv.Atoi(os.Getenv("DMGRID_INVENTORY_FLEET")); err == nil && v > 0 {
+		n = v
+	}
 	fleet := newFleet(n, 5, dmsim.Config{ServerURL: st.URL, AuthType: dmauth.TypeMD5, ClientSecret: "inv-secret"})
 	want := map[string]*expected{}
-	fwCmd := map[string]string{}
-	for _, d := range fleet.Devices {
-		c := d.Config()
-		if _, err := st.Devices.CreateDevice(ctx, &devicev1.CreateDeviceRequest{Device: &devicev1.Device{DeviceId: c.DevID,
-			ClientAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_MD5, Name: c.ClientName, Secret: c.ClientSecret}}}); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := st.Commands.EnqueueCommands(ctx, &commandv1.EnqueueCommandsRequest{DeviceId: c.DevID, Operations: []*commandv1.Operation{
-			{Type: commandv1.OperationType_OPERATION_TYPE_GET, TargetUri: "./DevDetail/FwV"},
-			{Type: commandv1.OperationType_OPERATION_TYPE_GET, TargetUri: "./DevDetail/URI?list=StructData"},
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		fwCmd[c.DevID] = resp.GetCommands()[0].GetCommandId()
-		want[c.DevID] = &expected{cfg: c, sessions: 1}
+	region := func(i int) string { return []string{"eu", "us", "apac"}[i%3] }
+	var mu sync.Mutex
+	work := make(chan int)
+	errc := make(chan error, 32)
+	for w := 0; w < 32; w++ {
+		go func() {
+			for i := range work {
+				c := fleet.Devices[i].Config()
+				_, err := st.Devices.CreateDevice(ctx, &devicev1.CreateDeviceRequest{Device: &devicev1.Device{DeviceId: c.DevID,
+					ClientAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_MD5, Name: c.ClientName, Secret: c.ClientSecret},
+					Labels:     map[string]string{"region": region(i)}}})
+				if err == nil {
+					_, err = st.Commands.EnqueueCommands(ctx, &commandv1.EnqueueCommandsRequest{DeviceId: c.DevID, Operations: []*commandv1.Operation{
+						{Type: commandv1.OperationType_OPERATION_TYPE_GET, TargetUri: "./DevDetail/FwV"},
+						{Type: commandv1.OperationType_OPERATION_TYPE_GET, TargetUri: "./DevDetail/URI?list=StructData"},
+					}})
+				}
+				if err != nil {
+					errc <- err
+					continue
+				}
+				mu.Lock()
+				want[c.DevID] = &expected{cfg: c, sessions: 1}
+				mu.Unlock()
+			}
+			errc <- nil
+		}()
 	}
+	for i := range fleet.Devices {
+		work <- i
+	}
+	close(work)
+	for w := 0; w < 32; {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		w++
+	}
+	start := time.Now()
 	runFleet(t, fleet)
+	t.Logf("%d real sessions in %v", n, time.Since(start))
 	waitInventory(t, inv.client, func(d *inventoryv1.Device) bool {
 		e := want[d.GetDeviceId()]
 		return e != nil && d.GetDevDetail().GetLrgObj() != "" && d.GetDevDetail().GetFwV() == e.cfg.FwV && d.GetSessions().GetCompletedCount() == 1
@@ -369,6 +401,19 @@ func TestIntegrationEndToEnd(t *testing.T) {
 		want[d.GetDeviceId()].seen = d.GetLastSeenTime().AsTime()
 	}
 	checkInventory(t, inv.client, want)
+	// Labels come from the DeviceService's device_changed events.
+	for r := 0; r < 3; r++ {
+		exp := []string{}
+		for i, d := range fleet.Devices {
+			if region(i) == region(r) {
+				exp = append(exp, d.DevID())
+			}
+		}
+		slices.Sort(exp)
+		if got := ids(listAll(t, inv.client, &inventoryv1.DeviceFilter{Labels: map[string]string{"region": region(r)}}, 500)); !slices.Equal(got, exp) {
+			t.Fatalf("label region=%s: %d devices, want %d", region(r), len(got), len(exp))
+		}
+	}
 	// The tree: DevInfo from the Pkg1 report, DevDetail from Results, the StructData listing.
 	d0 := fleet.Devices[0].Config()
 	tree, err := inv.client.GetDeviceTree(ctx, &inventoryv1.GetDeviceTreeRequest{DeviceId: d0.DevID})
@@ -422,10 +467,10 @@ func TestIntegrationEndToEnd(t *testing.T) {
 
 func runFleet(t *testing.T, f *dmsim.Fleet) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	tr := &dmsim.HTTPTransport{Client: &http.Client{Timeout: 30 * time.Second}}
-	for _, r := range f.Run(ctx, tr, 16, dmsim.SessionOptions{}) {
+	for _, r := range f.Run(ctx, tr, 64, dmsim.SessionOptions{}) {
 		if r.Err != nil || !r.Report.Ended || len(r.Report.Warnings) > 0 {
 			t.Fatalf("session of %s: %v %v", r.Device.DevID(), r.Err, r.Report)
 		}
@@ -436,7 +481,7 @@ func runFleet(t *testing.T, f *dmsim.Fleet) {
 // through the session outbox, JetStream and the consumer asynchronously).
 func waitInventory(t *testing.T, c inventoryv1.InventoryServiceClient, ok func(*inventoryv1.Device) bool, n int) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		devs := listAll(t, c, nil, 1000)
 		done := len(devs) == n

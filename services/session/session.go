@@ -24,8 +24,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
-	"google.golang.org/grpc/keepalive"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 
 	commandv1 "github.com/dmgrid/dmgrid/proto/dmgrid/command/v1"
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
@@ -236,7 +236,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	s.Sessions = &api.Sessions{St: s.st, Engine: eng, Relay: notifier, Log: log, Now: time.Now,
 		ChallengeLimit: cfg.ChallengeLimit, ChallengeWindow: time.Minute,
 		Metrics: api.NewMetrics(s.tel.Meters), Propagator: s.tel.Propagator}
-	s.Devices = &api.Devices{St: s.st, Now: time.Now}
+	s.Devices = &api.Devices{St: s.st, Relay: notifier, Now: time.Now}
 	s.Commands = &api.Commands{St: s.st, Relay: notifier, JS: js, Stream: cfg.EventsStream, Now: time.Now}
 	return s, nil
 }

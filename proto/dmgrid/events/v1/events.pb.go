@@ -178,6 +178,7 @@ type Event struct {
 	//	*Event_GenericAlertReceived
 	//	*Event_WakeRequested
 	//	*Event_NotificationStateChanged
+	//	*Event_DeviceChanged
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -311,6 +312,15 @@ func (x *Event) GetNotificationStateChanged() *NotificationStateChanged {
 	return nil
 }
 
+func (x *Event) GetDeviceChanged() *DeviceChanged {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_DeviceChanged); ok {
+			return x.DeviceChanged
+		}
+	}
+	return nil
+}
+
 type isEvent_Payload interface {
 	isEvent_Payload()
 }
@@ -351,6 +361,11 @@ type Event_NotificationStateChanged struct {
 	NotificationStateChanged *NotificationStateChanged `protobuf:"bytes,16,opt,name=notification_state_changed,json=notificationStateChanged,proto3,oneof"`
 }
 
+type Event_DeviceChanged struct {
+	// A device account was created, updated or deleted through the DeviceService.
+	DeviceChanged *DeviceChanged `protobuf:"bytes,17,opt,name=device_changed,json=deviceChanged,proto3,oneof"`
+}
+
 func (*Event_SessionStarted) isEvent_Payload() {}
 
 func (*Event_SessionEnded) isEvent_Payload() {}
@@ -364,6 +379,8 @@ func (*Event_GenericAlertReceived) isEvent_Payload() {}
 func (*Event_WakeRequested) isEvent_Payload() {}
 
 func (*Event_NotificationStateChanged) isEvent_Payload() {}
+
+func (*Event_DeviceChanged) isEvent_Payload() {}
 
 // SessionStarted is published when a device's first package (Pkg1) has been accepted and
 // authenticated.
@@ -858,11 +875,76 @@ func (x *NotificationStateChanged) GetNotification() *v13.Notification {
 	return nil
 }
 
+// DeviceChanged reports a device account's management facts after a DeviceService change
+// (never its credentials).
+type DeviceChanged struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The device's labels after the change (the whole set).
+	Labels map[string]string `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The MSISDN after the change.
+	Msisdn string `protobuf:"bytes,2,opt,name=msisdn,proto3" json:"msisdn,omitempty"`
+	// True when the account was deleted.
+	Deleted       bool `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceChanged) Reset() {
+	*x = DeviceChanged{}
+	mi := &file_dmgrid_events_v1_events_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceChanged) ProtoMessage() {}
+
+func (x *DeviceChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_dmgrid_events_v1_events_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceChanged.ProtoReflect.Descriptor instead.
+func (*DeviceChanged) Descriptor() ([]byte, []int) {
+	return file_dmgrid_events_v1_events_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DeviceChanged) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *DeviceChanged) GetMsisdn() string {
+	if x != nil {
+		return x.Msisdn
+	}
+	return ""
+}
+
+func (x *DeviceChanged) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
 var File_dmgrid_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_dmgrid_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddmgrid/events/v1/events.proto\x12\x10dmgrid.events.v1\x1a\x1fdmgrid/command/v1/command.proto\x1a\x1ddmgrid/device/v1/device.proto\x1a!dmgrid/notifier/v1/notifier.proto\x1a\x1ddmgrid/syncml/v1/syncml.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x05\n" +
+	"\x1ddmgrid/events/v1/events.proto\x12\x10dmgrid.events.v1\x1a\x1fdmgrid/command/v1/command.proto\x1a\x1ddmgrid/device/v1/device.proto\x1a!dmgrid/notifier/v1/notifier.proto\x1a\x1ddmgrid/syncml/v1/syncml.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x06\n" +
 	"\x05Event\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12.\n" +
@@ -875,7 +957,8 @@ const file_dmgrid_events_v1_events_proto_rawDesc = "" +
 	"\x15command_state_changed\x18\r \x01(\v2%.dmgrid.events.v1.CommandStateChangedH\x00R\x13commandStateChanged\x12^\n" +
 	"\x16generic_alert_received\x18\x0e \x01(\v2&.dmgrid.events.v1.GenericAlertReceivedH\x00R\x14genericAlertReceived\x12H\n" +
 	"\x0ewake_requested\x18\x0f \x01(\v2\x1f.dmgrid.events.v1.WakeRequestedH\x00R\rwakeRequested\x12j\n" +
-	"\x1anotification_state_changed\x18\x10 \x01(\v2*.dmgrid.events.v1.NotificationStateChangedH\x00R\x18notificationStateChangedB\t\n" +
+	"\x1anotification_state_changed\x18\x10 \x01(\v2*.dmgrid.events.v1.NotificationStateChangedH\x00R\x18notificationStateChanged\x12H\n" +
+	"\x0edevice_changed\x18\x11 \x01(\v2\x1f.dmgrid.events.v1.DeviceChangedH\x00R\rdeviceChangedB\t\n" +
 	"\apayload\"\xbe\x02\n" +
 	"\x0eSessionStarted\x12\x1d\n" +
 	"\n" +
@@ -930,7 +1013,14 @@ const file_dmgrid_events_v1_events_proto_rawDesc = "" +
 	"\rWakeRequested\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"`\n" +
 	"\x18NotificationStateChanged\x12D\n" +
-	"\fnotification\x18\x01 \x01(\v2 .dmgrid.notifier.v1.NotificationR\fnotificationB:Z8github.com/dmgrid/dmgrid/proto/dmgrid/events/v1;eventsv1b\x06proto3"
+	"\fnotification\x18\x01 \x01(\v2 .dmgrid.notifier.v1.NotificationR\fnotification\"\xc1\x01\n" +
+	"\rDeviceChanged\x12C\n" +
+	"\x06labels\x18\x01 \x03(\v2+.dmgrid.events.v1.DeviceChanged.LabelsEntryR\x06labels\x12\x16\n" +
+	"\x06msisdn\x18\x02 \x01(\tR\x06msisdn\x12\x18\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B:Z8github.com/dmgrid/dmgrid/proto/dmgrid/events/v1;eventsv1b\x06proto3"
 
 var (
 	file_dmgrid_events_v1_events_proto_rawDescOnce sync.Once
@@ -945,7 +1035,7 @@ func file_dmgrid_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_dmgrid_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_dmgrid_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_dmgrid_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_dmgrid_events_v1_events_proto_goTypes = []any{
 	(SessionStarted_Initiator)(0),    // 0: dmgrid.events.v1.SessionStarted.Initiator
 	(SessionEnded_Outcome)(0),        // 1: dmgrid.events.v1.SessionEnded.Outcome
@@ -957,15 +1047,17 @@ var file_dmgrid_events_v1_events_proto_goTypes = []any{
 	(*GenericAlertReceived)(nil),     // 7: dmgrid.events.v1.GenericAlertReceived
 	(*WakeRequested)(nil),            // 8: dmgrid.events.v1.WakeRequested
 	(*NotificationStateChanged)(nil), // 9: dmgrid.events.v1.NotificationStateChanged
-	nil,                              // 10: dmgrid.events.v1.DeviceInfoReported.NodesEntry
-	(*timestamppb.Timestamp)(nil),    // 11: google.protobuf.Timestamp
-	(v1.Encoding)(0),                 // 12: dmgrid.syncml.v1.Encoding
-	(v11.AuthType)(0),                // 13: dmgrid.device.v1.AuthType
-	(*v12.Command)(nil),              // 14: dmgrid.command.v1.Command
-	(*v13.Notification)(nil),         // 15: dmgrid.notifier.v1.Notification
+	(*DeviceChanged)(nil),            // 10: dmgrid.events.v1.DeviceChanged
+	nil,                              // 11: dmgrid.events.v1.DeviceInfoReported.NodesEntry
+	nil,                              // 12: dmgrid.events.v1.DeviceChanged.LabelsEntry
+	(*timestamppb.Timestamp)(nil),    // 13: google.protobuf.Timestamp
+	(v1.Encoding)(0),                 // 14: dmgrid.syncml.v1.Encoding
+	(v11.AuthType)(0),                // 15: dmgrid.device.v1.AuthType
+	(*v12.Command)(nil),              // 16: dmgrid.command.v1.Command
+	(*v13.Notification)(nil),         // 17: dmgrid.notifier.v1.Notification
 }
 var file_dmgrid_events_v1_events_proto_depIdxs = []int32{
-	11, // 0: dmgrid.events.v1.Event.time:type_name -> google.protobuf.Timestamp
+	13, // 0: dmgrid.events.v1.Event.time:type_name -> google.protobuf.Timestamp
 	3,  // 1: dmgrid.events.v1.Event.session_started:type_name -> dmgrid.events.v1.SessionStarted
 	4,  // 2: dmgrid.events.v1.Event.session_ended:type_name -> dmgrid.events.v1.SessionEnded
 	5,  // 3: dmgrid.events.v1.Event.device_info_reported:type_name -> dmgrid.events.v1.DeviceInfoReported
@@ -973,18 +1065,20 @@ var file_dmgrid_events_v1_events_proto_depIdxs = []int32{
 	7,  // 5: dmgrid.events.v1.Event.generic_alert_received:type_name -> dmgrid.events.v1.GenericAlertReceived
 	8,  // 6: dmgrid.events.v1.Event.wake_requested:type_name -> dmgrid.events.v1.WakeRequested
 	9,  // 7: dmgrid.events.v1.Event.notification_state_changed:type_name -> dmgrid.events.v1.NotificationStateChanged
-	0,  // 8: dmgrid.events.v1.SessionStarted.initiator:type_name -> dmgrid.events.v1.SessionStarted.Initiator
-	12, // 9: dmgrid.events.v1.SessionStarted.encoding:type_name -> dmgrid.syncml.v1.Encoding
-	13, // 10: dmgrid.events.v1.SessionStarted.auth_type:type_name -> dmgrid.device.v1.AuthType
-	1,  // 11: dmgrid.events.v1.SessionEnded.outcome:type_name -> dmgrid.events.v1.SessionEnded.Outcome
-	10, // 12: dmgrid.events.v1.DeviceInfoReported.nodes:type_name -> dmgrid.events.v1.DeviceInfoReported.NodesEntry
-	14, // 13: dmgrid.events.v1.CommandStateChanged.command:type_name -> dmgrid.command.v1.Command
-	15, // 14: dmgrid.events.v1.NotificationStateChanged.notification:type_name -> dmgrid.notifier.v1.Notification
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	10, // 8: dmgrid.events.v1.Event.device_changed:type_name -> dmgrid.events.v1.DeviceChanged
+	0,  // 9: dmgrid.events.v1.SessionStarted.initiator:type_name -> dmgrid.events.v1.SessionStarted.Initiator
+	14, // 10: dmgrid.events.v1.SessionStarted.encoding:type_name -> dmgrid.syncml.v1.Encoding
+	15, // 11: dmgrid.events.v1.SessionStarted.auth_type:type_name -> dmgrid.device.v1.AuthType
+	1,  // 12: dmgrid.events.v1.SessionEnded.outcome:type_name -> dmgrid.events.v1.SessionEnded.Outcome
+	11, // 13: dmgrid.events.v1.DeviceInfoReported.nodes:type_name -> dmgrid.events.v1.DeviceInfoReported.NodesEntry
+	16, // 14: dmgrid.events.v1.CommandStateChanged.command:type_name -> dmgrid.command.v1.Command
+	17, // 15: dmgrid.events.v1.NotificationStateChanged.notification:type_name -> dmgrid.notifier.v1.Notification
+	12, // 16: dmgrid.events.v1.DeviceChanged.labels:type_name -> dmgrid.events.v1.DeviceChanged.LabelsEntry
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_dmgrid_events_v1_events_proto_init() }
@@ -1000,6 +1094,7 @@ func file_dmgrid_events_v1_events_proto_init() {
 		(*Event_GenericAlertReceived)(nil),
 		(*Event_WakeRequested)(nil),
 		(*Event_NotificationStateChanged)(nil),
+		(*Event_DeviceChanged)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1007,7 +1102,7 @@ func file_dmgrid_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmgrid_events_v1_events_proto_rawDesc), len(file_dmgrid_events_v1_events_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

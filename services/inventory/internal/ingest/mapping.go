@@ -203,6 +203,13 @@ func ToUpdate(ev *eventsv1.Event) (u store.Update, ok bool, skipped int) {
 		if c.GetState() == commandv1.Command_STATE_COMPLETED && c.GetOperation().GetType() == commandv1.OperationType_OPERATION_TYPE_GET {
 			skipped = b.results(c)
 		}
+	case *eventsv1.Event_DeviceChanged:
+		// The whole label set (empty after deletion); ordered by the event time like
+		// every other value.
+		b.u.Labels = map[string]string{}
+		for k, v := range p.DeviceChanged.GetLabels() {
+			b.u.Labels[k] = v
+		}
 	case *eventsv1.Event_GenericAlertReceived:
 		ga := p.GenericAlertReceived
 		b.u.Seen = true

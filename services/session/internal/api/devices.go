@@ -8,10 +8,14 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
+	eventsv1 "github.com/dmgrid/dmgrid/proto/dmgrid/events/v1"
 
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
+	"github.com/dmgrid/dmgrid/pkg/events"
 	"github.com/dmgrid/dmgrid/services/session/internal/engine"
 	"github.com/dmgrid/dmgrid/services/session/internal/store"
 )
@@ -19,8 +23,28 @@ import (
 // Devices implements dmgrid.device.v1.DeviceService.
 type Devices struct {
 	devicev1.UnimplementedDeviceServiceServer
-	St  *store.Store
-	Now func() time.Time
+	St    *store.Store
+	Relay Notifier // optional: told about the device_changed events
+	Now   func() time.Time
+}
+
+// changed publishes a device_changed event (labels, MSISDN, deletion) through the device's
+// outbox, so the inventory keeps labels without reading accounts. A failure is returned: the
+// account change itself has been stored, and the caller may retry the same update.
+func (s *Devices) changed(ctx context.Context, id string, labels map[string]string, msisdn string, deleted bool) error {
+	ev := &eventsv1.Event{EventId: events.NewID(), DeviceId: id, Time: timestamppb.New(s.Now()),
+		Payload: &eventsv1.Event_DeviceChanged{DeviceChanged: &eventsv1.DeviceChanged{Labels: labels, Msisdn: msisdn, Deleted: deleted}}}
+	b, err := proto.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	if err := s.St.AppendOutbox(ctx, id, [][]byte{b}); err != nil {
+		return err
+	}
+	if s.Relay != nil {
+		s.Relay.Notify(id)
+	}
+	return nil
 }
 
 var (
@@ -143,6 +167,9 @@ func (s *Devices) CreateDevice(ctx context.Context, req *devicev1.CreateDeviceRe
 	if err != nil {
 		return nil, storeErr(err, "device "+d.DeviceId, nil)
 	}
+	if err := s.changed(ctx, got.Account.DeviceID, got.Labels, got.Account.MSISDN, false); err != nil {
+		return nil, storeErr(err, "device event of "+d.DeviceId, nil)
+	}
 	return &devicev1.CreateDeviceResponse{Device: deviceToProto(got)}, nil
 }
 
@@ -253,6 +280,9 @@ func (s *Devices) UpdateDevice(ctx context.Context, req *devicev1.UpdateDeviceRe
 	if err != nil {
 		return nil, storeErr(err, "device "+d.DeviceId, nil)
 	}
+	if err := s.changed(ctx, got.Account.DeviceID, got.Labels, got.Account.MSISDN, false); err != nil {
+		return nil, storeErr(err, "device event of "+d.DeviceId, nil)
+	}
 	return &devicev1.UpdateDeviceResponse{Device: deviceToProto(got)}, nil
 }
 
@@ -276,6 +306,9 @@ func (s *Devices) DeleteDevice(ctx context.Context, req *devicev1.DeleteDeviceRe
 	}
 	if err := s.St.DeleteDevice(ctx, req.DeviceId); err != nil {
 		return nil, storeErr(err, "device "+req.DeviceId, map[string]string{"device_id": req.DeviceId})
+	}
+	if err := s.changed(ctx, req.DeviceId, map[string]string{}, "", true); err != nil {
+		return nil, storeErr(err, "device event of "+req.DeviceId, nil)
 	}
 	return &devicev1.DeleteDeviceResponse{}, nil
 }

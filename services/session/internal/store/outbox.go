@@ -12,6 +12,22 @@ import (
 // list, relayed to NATS in order by the outbox relay. A device's events are published in the
 // order they were committed; an entry leaves the outbox only after JetStream acknowledged it.
 
+// AppendOutbox adds events to a device's outbox (for changes made outside a session, such
+// as DeviceService updates).
+func (s *Store) AppendOutbox(ctx context.Context, deviceID string, events [][]byte) error {
+	if len(events) == 0 {
+		return nil
+	}
+	args := make([]any, len(events))
+	for i, e := range events {
+		args[i] = e
+	}
+	if err := s.rdb.RPush(ctx, s.outboxKey(deviceID), args...).Err(); err != nil {
+		return fmt.Errorf("append outbox of %s: %w", deviceID, err)
+	}
+	return nil
+}
+
 // ReadOutbox returns up to n of the device's oldest pending events.
 func (s *Store) ReadOutbox(ctx context.Context, deviceID string, n int) ([][]byte, error) {
 	vals, err := s.rdb.LRange(ctx, s.outboxKey(deviceID), 0, int64(n)-1).Result()
