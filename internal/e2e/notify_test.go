@@ -56,7 +56,7 @@ func startSMSC(t *testing.T, args ...string) *smsc {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("Net::SMPP not installed (apt-get install libnet-smpp-perl): %v: %s", err, out)
 		}
-		t.Skip("Net::SMPP not installed")
+		t.Skip("Net::SMPP not installed (apt-get install libnet-smpp-perl); skipping outside CI")
 	}
 	script, err := filepath.Abs(smscScript)
 	if err != nil {

@@ -39,7 +39,7 @@ func requirePeer(t *testing.T) {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("Net::SMPP not installed (apt-get install libnet-smpp-perl): %v", perlErr)
 		}
-		t.Skip("Net::SMPP not installed")
+		t.Skip("Net::SMPP not installed (apt-get install libnet-smpp-perl); skipping outside CI")
 	}
 }
 

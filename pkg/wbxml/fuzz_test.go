@@ -3,8 +3,9 @@ package wbxml
 import (
 	"errors"
 	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/dmgrid/dmgrid/internal/vectors"
 )
 
 // FuzzDecoder: the decoder never panics and reports errors as *Error with
@@ -12,12 +13,9 @@ import (
 // Encoder decodes to the same token stream (LITERAL tags excepted: the
 // Encoder has no string-table API). ToXML must not panic either.
 func FuzzDecoder(f *testing.F) {
-	if dir, err := findVectorsDir(); err == nil && dir != "" {
-		files, _ := filepath.Glob(filepath.Join(dir, "messages", "*.wbxml"))
-		for _, p := range files {
-			if b, err := os.ReadFile(p); err == nil {
-				f.Add(b)
-			}
+	for _, p := range vectors.Glob(f, "messages/*.wbxml") {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
 		}
 	}
 	f.Add(doc(hdr12, []byte{0x6D, 0xAD, 0x05, 0x85, 0x01, 0x03, 'a', 0x00, 0x02, 0x81, 0x69, 0xC3, 0x01, 0x00, 0x00, 0x01, 0x53, 0x01, 0x12, 0x01}))

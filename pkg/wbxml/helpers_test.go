@@ -10,50 +10,15 @@ import (
 	"testing"
 
 	"github.com/beevik/etree"
+
+	"github.com/dmgrid/dmgrid/internal/vectors"
 )
 
-// findVectorsDir locates shared/omadm/vectors: $DMGRID_VECTORS if set, else
-// by walking up from the package directory (the repo may be cloned anywhere
-// with shared/ beside it).
-func findVectorsDir() (string, error) {
-	if d := os.Getenv("DMGRID_VECTORS"); d != "" {
-		if st, err := os.Stat(d); err != nil || !st.IsDir() {
-			return "", fmt.Errorf("DMGRID_VECTORS=%q is not a directory", d)
-		}
-		return d, nil
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		cand := filepath.Join(dir, "shared", "omadm", "vectors")
-		if st, err := os.Stat(cand); err == nil && st.IsDir() {
-			return cand, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", nil
-		}
-		dir = parent
-	}
-}
-
-// vectorsDir returns the vectors directory; missing vectors skip the test,
-// except in CI (CI=true) where they fail it.
+// vectorsDir returns the vectors directory (internal/vectors: $DMGRID_VECTORS or
+// shared/omadm/vectors above the working directory; a skip outside CI, a failure in CI).
 func vectorsDir(t testing.TB) string {
 	t.Helper()
-	d, err := findVectorsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("shared/omadm/vectors not found (set DMGRID_VECTORS)")
-		}
-		t.Skip("shared/omadm/vectors not found; set DMGRID_VECTORS")
-	}
-	return d
+	return vectors.Dir(t)
 }
 
 type vector struct {
@@ -153,7 +118,7 @@ func libwbxml(t testing.TB, tool string) string {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("%s not on PATH (libwbxml2-utils required in CI)", tool)
 		}
-		t.Skip("libwbxml2-utils not installed")
+		t.Skip("libwbxml2-utils not installed; skipping outside CI")
 	}
 	return p
 }

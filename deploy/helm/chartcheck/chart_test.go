@@ -833,7 +833,7 @@ func TestConfigKeysAreRead(t *testing.T) {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("the services' sources are not at %s", root)
 		}
-		t.Skipf("skipping: the services' sources are not at %s", root)
+		t.Skipf("skipping outside CI: the services' sources are not at %s", root)
 	}
 	// Every optional setting on, so that every key the chart can emit is rendered.
 	out, err := render(t, "dmgrid", "default",

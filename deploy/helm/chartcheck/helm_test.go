@@ -73,7 +73,7 @@ func findHelm(t testing.TB) string {
 		if os.Getenv("CI") == "true" || os.Getenv("HELM") != "" {
 			t.Fatalf("helm is required under CI=true: %v", helmErr)
 		}
-		t.Skipf("skipping: no helm (%v); set $HELM or run make helm-lint", helmErr)
+		t.Skipf("skipping outside CI: no helm (%v); set $HELM or run make helm-lint", helmErr)
 	}
 	return helmPath
 }
