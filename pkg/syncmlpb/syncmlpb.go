@@ -200,56 +200,48 @@ func cmdsBack(pcs []*syncmlv1.Command) ([]syncml.Command, error) {
 }
 
 // CheckUTF8 reports the first string of m that is not valid UTF-8 (protobuf strings must
-// be; WBXML text may carry any bytes). Item Data travels as bytes and is not checked.
+// be; WBXML text may carry any bytes). Item Data travels as bytes and is not checked. It
+// runs for every device message, so it checks strings in place without building any.
 func CheckUTF8(m *syncml.Message) (string, bool) {
 	h := &m.Header
-	for _, f := range [...]struct{ name, v string }{
-		{"SyncHdr/VerDTD", h.VerDTD}, {"SyncHdr/VerProto", h.VerProto}, {"SyncHdr/SessionID", h.SessionID},
-		{"SyncHdr/MsgID", h.MsgID}, {"SyncHdr/Target", h.Target.LocURI + h.Target.LocName},
-		{"SyncHdr/Source", h.Source.LocURI + h.Source.LocName}, {"SyncHdr/RespURI", h.RespURI},
-	} {
-		if !utf8.ValidString(f.v) {
-			return f.name, false
-		}
-	}
-	if !credOK(h.Cred) || !metaOK(h.Meta) {
+	if !valid(h.VerDTD, h.VerProto, h.SessionID, h.MsgID, h.Target.LocURI, h.Target.LocName,
+		h.Source.LocURI, h.Source.LocName, h.RespURI) || !credOK(h.Cred) || !metaOK(h.Meta) {
 		return "SyncHdr", false
 	}
 	return cmdsUTF8(m.Body.Commands, "SyncBody")
 }
 
+func valid(ss ...string) bool {
+	for _, s := range ss {
+		if !utf8.ValidString(s) {
+			return false
+		}
+	}
+	return true
+}
+
 func credOK(c *syncml.Cred) bool { return c == nil || (utf8.ValidString(c.Data) && metaOK(c.Meta)) }
 
 func metaOK(m *syncml.Meta) bool {
-	if m == nil {
-		return true
-	}
-	return utf8.ValidString(m.Format + m.Type + m.Mark + m.Size + m.NextNonce + m.Version + m.MaxMsgSize + m.MaxObjSize + m.EMI)
+	return m == nil || valid(m.Format, m.Type, m.Mark, m.Size, m.NextNonce, m.Version, m.MaxMsgSize, m.MaxObjSize, m.EMI)
 }
 
-func locOK(l *syncml.Locator) bool { return l == nil || utf8.ValidString(l.LocURI+l.LocName) }
+func locOK(l *syncml.Locator) bool { return l == nil || valid(l.LocURI, l.LocName) }
 
 func cmdsUTF8(cs []syncml.Command, path string) (string, bool) {
 	for i := range cs {
 		c := &cs[i]
-		p := path + "/" + c.Kind.String()
-		s := c.CmdID + c.MsgRef + c.CmdRef + c.Cmd + c.Data + c.Correlator + c.Lang
-		for _, r := range c.TargetRefs {
-			s += r
-		}
-		for _, r := range c.SourceRefs {
-			s += r
-		}
-		if !utf8.ValidString(s) || !credOK(c.Cred) || !metaOK(c.Meta) || (c.Chal != nil && !metaOK(c.Chal.Meta)) {
-			return p, false
-		}
-		for j := range c.Items {
+		ok := valid(c.CmdID, c.MsgRef, c.CmdRef, c.Cmd, c.Data, c.Correlator, c.Lang) &&
+			valid(c.TargetRefs...) && valid(c.SourceRefs...) &&
+			credOK(c.Cred) && metaOK(c.Meta) && (c.Chal == nil || metaOK(c.Chal.Meta))
+		for j := 0; ok && j < len(c.Items); j++ {
 			it := &c.Items[j]
-			if !locOK(it.Target) || !locOK(it.Source) || !utf8.ValidString(it.SourceParent+it.TargetParent) || !metaOK(it.Meta) {
-				return p + "/Item", false
-			}
+			ok = locOK(it.Target) && locOK(it.Source) && valid(it.SourceParent, it.TargetParent) && metaOK(it.Meta)
 		}
-		if bad, ok := cmdsUTF8(c.Commands, p); !ok {
+		if !ok {
+			return path + "/" + c.Kind.String(), false
+		}
+		if bad, ok := cmdsUTF8(c.Commands, path+"/"+c.Kind.String()); !ok {
 			return bad, false
 		}
 	}

@@ -67,3 +67,21 @@ func TestUnknownKindRefused(t *testing.T) {
 		t.Fatal("unknown command kind accepted")
 	}
 }
+
+func TestCheckUTF8(t *testing.T) {
+	m := &syncml.Message{Header: syncml.Header{VerDTD: "1.2", SessionID: "1"}}
+	m.Body.Commands = []syncml.Command{{Kind: syncml.KindAtomic, CmdID: "1", Commands: []syncml.Command{
+		{Kind: syncml.KindReplace, CmdID: "2", Items: []syncml.Item{{Target: &syncml.Locator{LocURI: "./A"}, Data: &syncml.Data{Value: "\xff binary is fine in Data"}}}}}}}
+	if where, ok := CheckUTF8(m); !ok {
+		t.Fatalf("valid message refused at %s", where)
+	}
+	m.Body.Commands[0].Commands[0].Items[0].Target.LocURI = "./\xff"
+	if where, ok := CheckUTF8(m); ok || where != "SyncBody/Atomic/Replace" {
+		t.Fatalf("invalid LocURI: ok=%v where=%q", ok, where)
+	}
+	m.Body.Commands[0].Commands[0].Items[0].Target.LocURI = "./A"
+	m.Header.Source.LocName = "\xc3"
+	if where, ok := CheckUTF8(m); ok || where != "SyncHdr" {
+		t.Fatalf("invalid LocName: ok=%v where=%q", ok, where)
+	}
+}
