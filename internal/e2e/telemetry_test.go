@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -151,9 +153,32 @@ func TestOneConnectedTrace(t *testing.T) {
 		return string(b)
 	}
 	gm, sm := scrape(gwTel), scrape(sessTel)
+	if os.Getenv("DMGRID_PRINT_SERIES") != "" {
+		for _, l := range strings.Split(gm+sm, "\n") {
+			if strings.HasPrefix(l, "# TYPE") {
+				t.Log(l)
+			}
+		}
+	}
 	for _, series := range []string{"dmgrid_gateway_messages_total", "dmgrid_gateway_message_duration_seconds_bucket", "rpc_client_"} {
 		if !strings.Contains(gm, series) {
 			t.Errorf("gateway /metrics lacks %s", series)
+		}
+	}
+	// Every series the Grafana dashboard plots exists (the commit-conflict counter appears
+	// only after a conflict, which this single session does not cause).
+	dash, err := os.ReadFile("../../deploy/grafana/dmgrid-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plotted := regexp.MustCompile(`(dmgrid|rpc_server|go_memstats)_[a-z_]+`).FindAllString(string(dash), -1)
+	if len(plotted) < 12 {
+		t.Fatalf("the dashboard plots only %d series", len(plotted))
+	}
+	for _, name := range plotted {
+		name = strings.TrimSuffix(name, "_bucket")
+		if name != "dmgrid_session_commit_conflicts_total" && !strings.Contains(gm+sm, "\n"+name) {
+			t.Errorf("the dashboard plots %s, which no service exports", name)
 		}
 	}
 	for _, series := range []string{"dmgrid_session_messages_total", "dmgrid_session_auth_failures_total", "dmgrid_session_sessions_ended_total",
