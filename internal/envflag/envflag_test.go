@@ -1,0 +1,73 @@
+package envflag
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestFlagsMirrorEnv(t *testing.T) {
+	env := map[string]string{"DMGRID_HTTP_ADDR": ":1", "DMGRID_SESSION_ADDR": "a:1"}
+	s, err := Parse([]string{"--http-addr=:2", "--otel-exporter-otlp-endpoint", "c:4317"}, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := s.Lookup("DMGRID_HTTP_ADDR"); v != ":2" {
+		t.Errorf("flag did not win: %q", v)
+	}
+	if v, _ := s.Lookup("DMGRID_SESSION_ADDR"); v != "a:1" {
+		t.Errorf("variable not used: %q", v)
+	}
+	if v, _ := s.Lookup("OTEL_EXPORTER_OTLP_ENDPOINT"); v != "c:4317" {
+		t.Errorf("otel flag: %q", v)
+	}
+	if err := s.Unused(); err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := Parse([]string{"--htp-addr=:2"}, func(string) (string, bool) { return "", false })
+	s2.Lookup("DMGRID_HTTP_ADDR")
+	if err := s2.Unused(); err == nil || !strings.Contains(err.Error(), "--htp-addr") {
+		t.Fatalf("misspelt flag accepted: %v", err)
+	}
+	if _, err := Parse([]string{"--help"}, nil); !errors.Is(err, ErrHelp) {
+		t.Fatal("--help not recognised")
+	}
+	if _, err := Parse([]string{"--http-addr"}, nil); err == nil {
+		t.Fatal("flag without value accepted")
+	}
+	if !strings.Contains(s.Usage("x"), "--http-addr") {
+		t.Fatal("usage lacks the flags asked for")
+	}
+}
+
+func TestRealMainConfigErrorsAreOneLine(t *testing.T) {
+	type cfg struct{ Addr string }
+	config := func(lookup func(string) (string, bool)) (cfg, error) {
+		v, _ := lookup("DMGRID_HTTP_ADDR")
+		if v == "" {
+			return cfg{}, errors.Join(errors.New("DMGRID_HTTP_ADDR is required"), errors.New("DMGRID_OTHER: bad"))
+		}
+		return cfg{Addr: v}, nil
+	}
+	ran := ""
+	run := func(_ context.Context, c cfg, _ *slog.Logger) error { ran = c.Addr; return nil }
+	var out, errOut strings.Builder
+	none := func(string) (string, bool) { return "", false }
+	if code := realMain(context.Background(), "svc", nil, none, &out, &errOut, config, run); code != 2 ||
+		strings.Count(errOut.String(), "\n") != 1 || !strings.Contains(errOut.String(), "DMGRID_HTTP_ADDR is required; DMGRID_OTHER") {
+		t.Fatalf("exit %d, stderr %q", code, errOut.String())
+	}
+	errOut.Reset()
+	if code := realMain(context.Background(), "svc", []string{"--http-addr=:9"}, none, &out, &errOut, config, run); code != 0 || ran != ":9" {
+		t.Fatalf("exit %d ran %q %s", code, ran, errOut.String())
+	}
+	if code := realMain(context.Background(), "svc", []string{"--http-adr=:9"}, none, &out, &errOut, config, run); code != 2 {
+		t.Fatalf("misspelt flag: exit %d", code)
+	}
+	out.Reset()
+	if code := realMain(context.Background(), "svc", []string{"--help"}, none, &out, &errOut, config, run); code != 0 || !strings.Contains(out.String(), "--http-addr") {
+		t.Fatalf("help: exit %d %q", code, out.String())
+	}
+}
