@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -345,6 +346,13 @@ func TestNotifyWakeOverSMPPAnswered(t *testing.T) {
 		}
 		return seen[notifierv1.Notification_STATE_QUEUED] && seen[notifierv1.Notification_STATE_SENT] && seen[notifierv1.Notification_STATE_ANSWERED]
 	}, "notification state events")
+
+	// The notifier's /metrics counts the state changes by provider.
+	rec := httptest.NewRecorder()
+	n.svc.Telemetry().MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if body := rec.Body.String(); !strings.Contains(body, `dmgrid_notifier_notifications_total{`) || !strings.Contains(body, `state="STATE_ANSWERED"`) {
+		t.Fatalf("notifier /metrics lacks the answered notification:\n%.2000s", body)
+	}
 
 	// The nonce rotated in that session: a new notification is signed with the new nonce,
 	// and the old SMS is now stale for the device.

@@ -28,6 +28,7 @@ import (
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
 	"github.com/dmgrid/dmgrid/pkg/dmsim"
 	"github.com/dmgrid/dmgrid/services/gateway"
+	"github.com/dmgrid/dmgrid/services/inventory"
 	"github.com/dmgrid/dmgrid/services/session"
 )
 
@@ -67,6 +68,23 @@ func TestOneConnectedTrace(t *testing.T) {
 	go func() { gw.Serve(ctx, hlis); gw.Close(); close(gdone) }()
 	defer func() { cancel(); <-sdone; <-gdone }()
 
+	// The real inventory consumer continues the events' traces too.
+	icfg, err := inventory.ConfigFromEnv(func(k string) (string, bool) {
+		v, ok := map[string]string{"DMGRID_REDIS_URL": testredis.URL(t), "DMGRID_NATS_URL": ns.ClientURL(), "DMGRID_REDIS_PREFIX": testredis.Prefix(t)}[k]
+		return v, ok
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	icfg.Telemetry = newTel("inventory")
+	inv, err := inventory.New(ctx, icfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idone := make(chan struct{})
+	go func() { inv.Background(ctx); close(idone) }()
+	defer func() { cancel(); <-idone; inv.Close() }()
+
 	conn, err := grpc.NewClient(glis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -105,6 +123,14 @@ func TestOneConnectedTrace(t *testing.T) {
 	consumeSpan.End()
 
 	traceID := consumeSpan.SpanContext().TraceID()
+	waitFor(t, 10*time.Second, func() bool {
+		for _, s := range rec.Ended() {
+			if s.SpanContext().TraceID() == traceID && s.Name() == "inventory apply" {
+				return true
+			}
+		}
+		return false
+	}, "the inventory's span in the trace")
 	names := map[string]bool{}
 	byID := map[trace.SpanID]string{}
 	var spans []string
@@ -115,7 +141,7 @@ func TestOneConnectedTrace(t *testing.T) {
 			spans = append(spans, s.Name())
 		}
 	}
-	for _, want := range []string{"dm.message", "dmgrid.session.v1.SessionService/HandleMessage", "events publish", "events consume"} {
+	for _, want := range []string{"dm.message", "dmgrid.session.v1.SessionService/HandleMessage", "events publish", "events consume", "inventory apply"} {
 		if !names[want] {
 			t.Fatalf("trace %s lacks %q; it has %v", traceID, want, spans)
 		}
@@ -135,7 +161,7 @@ func TestOneConnectedTrace(t *testing.T) {
 		if _, ok := byID[s.Parent().SpanID()]; !ok {
 			t.Fatalf("span %q has a parent outside the trace", s.Name())
 		}
-		if s.Name() == "events consume" && byID[s.Parent().SpanID()] != "events publish" {
+		if (s.Name() == "events consume" || s.Name() == "inventory apply") && byID[s.Parent().SpanID()] != "events publish" {
 			t.Fatalf("consumer span's parent is %q", byID[s.Parent().SpanID()])
 		}
 	}

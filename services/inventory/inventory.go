@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -191,6 +193,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		Stream: cfg.EventsStream, Durable: cfg.Consumer, DeadLetterSubject: cfg.DeadLetterSubject,
 		DeadLetterStream: cfg.DeadLetterStream, MaxDeliver: cfg.MaxDeliver, MaxAckPending: cfg.MaxAckPending,
 		AckWait: cfg.AckWait, Workers: cfg.Workers, Batch: cfg.Batch,
+		Tracer: s.tel.Tracers.Tracer("dmgrid/inventory"), Propagator: s.tel.Propagator,
 	})
 	// Fail fast on a stream or consumer that cannot be set up (wrong stream name, a
 	// consumer of the same name with an incompatible configuration).
@@ -199,7 +202,41 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	s.Inventory = &api.Inventory{St: s.Store}
+	if err := s.instrument(js); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// instrument exports the consumer's counters and its lag (events in the stream not yet
+// delivered to the durable consumer) for Prometheus, read at scrape time.
+func (s *Service) instrument(js jetstream.JetStream) error {
+	m := s.tel.Meters.Meter("dmgrid/inventory")
+	events, err := m.Int64ObservableCounter("dmgrid_inventory_events_total", metric.WithDescription("events handled by the inventory consumer, by result"))
+	if err != nil {
+		return err
+	}
+	pending, err := m.Int64ObservableGauge("dmgrid_inventory_pending_events", metric.WithDescription("events in the stream the inventory has not received yet (its lag)"))
+	if err != nil {
+		return err
+	}
+	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		st := s.Consumer.Stats()
+		for result, n := range map[string]int64{"applied": st.Applied, "duplicate": st.Duplicates, "ignored": st.Ignored,
+			"retried": st.Retried, "dead_lettered": st.DeadLettered} {
+			o.ObserveInt64(events, n, metric.WithAttributes(attribute.String("result", result)))
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if c, err := js.Consumer(cctx, s.cfg.EventsStream, s.cfg.Consumer); err == nil {
+			if info, err := c.Info(cctx); err == nil {
+				o.ObserveInt64(pending, int64(info.NumPending))
+			}
+		}
+		return nil
+	}, events, pending)
+	return err
 }
 
 // Register adds InventoryService (and health) to a server.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strconv"
@@ -462,6 +463,12 @@ func TestIntegrationEndToEnd(t *testing.T) {
 	}
 	if st := inv.svc.Consumer.Stats(); st.DeadLettered != 0 || st.Applied == 0 {
 		t.Fatalf("consumer stats %+v", st)
+	}
+	// /metrics carries the consumer's counters and its lag.
+	rec := httptest.NewRecorder()
+	inv.svc.Telemetry().MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if body := rec.Body.String(); !strings.Contains(body, `dmgrid_inventory_events_total{result="applied"}`) || !strings.Contains(body, "dmgrid_inventory_pending_events") {
+		t.Fatalf("inventory /metrics lacks its series:\n%.2000s", body)
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -45,22 +46,24 @@ import (
 
 // Service is one notifier replica.
 type Service struct {
-	cfg       Config
-	log       *slog.Logger
-	tel       *telemetry.Telemetry
-	ownTel    bool
-	now       func() time.Time
-	rdb       redis.UniversalClient
-	st        *store.Store
-	nc        *nats.Conn
-	js        jetstream.JetStream
-	conn      *grpc.ClientConn
-	sess      sessionv1.SessionServiceClient
-	router    *provider.Router
-	providers map[string]provider.Provider
-	closers   []func() error
-	health    *health.Server
-	kick      chan struct{} // wakes the worker loop early (a notification was created here)
+	cfg    Config
+	log    *slog.Logger
+	tel    *telemetry.Telemetry
+	ownTel bool
+	// stateCounter counts state changes by provider and state (dmgrid_notifier_notifications_total).
+	stateCounter metric.Int64Counter
+	now          func() time.Time
+	rdb          redis.UniversalClient
+	st           *store.Store
+	nc           *nats.Conn
+	js           jetstream.JetStream
+	conn         *grpc.ClientConn
+	sess         sessionv1.SessionServiceClient
+	router       *provider.Router
+	providers    map[string]provider.Provider
+	closers      []func() error
+	health       *health.Server
+	kick         chan struct{} // wakes the worker loop early (a notification was created here)
 
 	API *API
 }
@@ -98,6 +101,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		s.tel, s.ownTel = tel, true
 	}
 	s.rdb.AddHook(telemetry.NewRedisHook(s.tel))
+	s.stateCounter, _ = s.tel.Meters.Meter("dmgrid/notifier").Int64Counter("dmgrid_notifier_notifications_total",
+		metric.WithDescription("notification state changes, by provider and new state"))
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := s.rdb.Ping(pctx).Err(); err != nil {

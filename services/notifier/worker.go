@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -254,6 +256,9 @@ func (s *Service) logState(ctx context.Context, r *store.Record, what string) {
 	s.log.InfoContext(ctx, "notification state", "notification_id", r.ID, "device_id", r.DeviceID,
 		"state", r.State.String(), "change", what, "session_id", pkg0.SessionIDHex(r.SessionID),
 		"attempts", r.Attempts, "provider", r.Provider, "last_error", r.LastError)
+	if s.stateCounter != nil {
+		s.stateCounter.Add(ctx, 1, metric.WithAttributes(attribute.String("provider", r.Provider), attribute.String("state", r.State.String())))
+	}
 	if s.js == nil {
 		return
 	}

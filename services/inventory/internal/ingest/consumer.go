@@ -17,6 +17,13 @@ import (
 
 	"github.com/dmgrid/dmgrid/pkg/events"
 	"github.com/dmgrid/dmgrid/services/inventory/internal/store"
+
+	"github.com/dmgrid/dmgrid/internal/telemetry"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Applier applies inventory updates: the store, or a decorator around it (tests inject
@@ -47,6 +54,10 @@ type Config struct {
 	Workers           int             // parallel appliers; a device always goes to the same one (default 4)
 	Batch             int             // events per Redis round trip (default 256)
 	ApplyTimeout      time.Duration   // bound on one batch's Redis work (default 10s)
+	// Tracer and Propagator, when set, continue each event's trace (traceparent in the NATS
+	// headers, set by the session service's outbox relay) with a consumer span.
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
 }
 
 func (c *Config) defaults() {
@@ -283,9 +294,13 @@ func (c *Consumer) process(stop context.Context, batch []jetstream.Msg) {
 	defer cancel()
 	ups := make([]store.Update, 0, len(batch))
 	owners := make([]jetstream.Msg, 0, len(batch))
+	spans := make([]trace.Span, 0, len(batch))
 	for _, m := range batch {
+		span := c.span(m)
 		ev, err := Decode(m.Subject(), m.Data())
 		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+			span.End()
 			c.deadLetter(m, err.Error())
 			continue
 		}
@@ -295,13 +310,20 @@ func (c *Consumer) process(stop context.Context, batch []jetstream.Msg) {
 			c.log.Warn("result items without a node URI left out", "device_id", ev.GetDeviceId(), "event_id", ev.GetEventId(), "items", skipped)
 		}
 		if !ok {
+			span.End()
 			c.ignored.Add(1)
 			c.ack(m)
 			continue
 		}
 		ups = append(ups, u)
 		owners = append(owners, m)
+		spans = append(spans, span)
 	}
+	defer func() {
+		for _, sp := range spans {
+			sp.End()
+		}
+	}()
 	if len(ups) == 0 {
 		return
 	}
@@ -453,4 +475,15 @@ func (c *Consumer) publishDeadLetter(ctx context.Context, m *nats.Msg) error {
 	}
 	_, err := c.js.PublishMsg(ctx, m)
 	return err
+}
+
+// span starts the consumer span of one event, a child of the span that published it.
+func (c *Consumer) span(m jetstream.Msg) trace.Span {
+	if c.cfg.Tracer == nil || c.cfg.Propagator == nil {
+		return noop.Span{}
+	}
+	ctx := c.cfg.Propagator.Extract(context.Background(), telemetry.HeaderCarrier(m.Headers()))
+	_, sp := c.cfg.Tracer.Start(ctx, "inventory apply", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.destination.name", m.Subject())))
+	return sp
 }
