@@ -349,3 +349,26 @@ func readValue(arg string) ([]byte, error) {
 	}
 	return []byte(arg), nil
 }
+
+// pages fetches one page, or with all every page, calling fetch with each page token (the
+// first is the one the user gave); fetch appends the page's items and returns the next
+// token, which pages returns at the end. A token the server hands out twice stops it.
+func (c *client) pages(what, token string, all bool, fetch func(ctx context.Context, token string) (string, error)) (string, error) {
+	seen := map[string]bool{}
+	for {
+		cctx, cancel := c.call()
+		next, err := fetch(cctx, token)
+		cancel()
+		if err != nil {
+			return "", err
+		}
+		if !all || next == "" {
+			return next, nil
+		}
+		if seen[next] {
+			return "", fmt.Errorf("list %s: the server returned page token %q twice", what, next)
+		}
+		seen[next] = true
+		token = next
+	}
+}

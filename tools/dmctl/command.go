@@ -302,24 +302,17 @@ func commandList(ctx context.Context, g globals, args []string, stdout, stderr i
 	}
 	api := commandv1.NewCommandServiceClient(c.conn)
 	out := &commandv1.ListCommandsResponse{}
-	seen := map[string]bool{}
-	for {
-		cctx, cancel := c.call()
-		resp, err := api.ListCommands(cctx, req)
-		cancel()
+	out.NextPageToken, err = c.pages("commands", req.PageToken, all, func(ctx context.Context, token string) (string, error) {
+		req.PageToken = token
+		resp, err := api.ListCommands(ctx, req)
 		if err != nil {
-			return err
+			return "", err
 		}
 		out.Commands = append(out.Commands, resp.GetCommands()...)
-		out.NextPageToken = resp.GetNextPageToken()
-		if !all || out.NextPageToken == "" {
-			break
-		}
-		if seen[out.NextPageToken] {
-			return fmt.Errorf("list commands: the server returned page token %q twice", out.NextPageToken)
-		}
-		seen[out.NextPageToken] = true
-		req.PageToken = out.NextPageToken
+		return resp.GetNextPageToken(), nil
+	})
+	if err != nil {
+		return err
 	}
 	if c.json() {
 		return c.printJSON(out)

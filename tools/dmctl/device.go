@@ -154,24 +154,17 @@ func deviceList(ctx context.Context, g globals, args []string, stdout, stderr io
 	}
 	api := devicev1.NewDeviceServiceClient(c.conn)
 	out := &devicev1.ListDevicesResponse{}
-	seen := map[string]bool{}
-	for {
-		cctx, cancel := c.call()
-		resp, err := api.ListDevices(cctx, req)
-		cancel()
+	out.NextPageToken, err = c.pages("devices", req.PageToken, all, func(ctx context.Context, token string) (string, error) {
+		req.PageToken = token
+		resp, err := api.ListDevices(ctx, req)
 		if err != nil {
-			return err
+			return "", err
 		}
 		out.Devices = append(out.Devices, resp.GetDevices()...)
-		out.NextPageToken = resp.GetNextPageToken()
-		if !all || out.NextPageToken == "" {
-			break
-		}
-		if seen[out.NextPageToken] {
-			return fmt.Errorf("list devices: the server returned page token %q twice", out.NextPageToken)
-		}
-		seen[out.NextPageToken] = true
-		req.PageToken = out.NextPageToken
+		return resp.GetNextPageToken(), nil
+	})
+	if err != nil {
+		return err
 	}
 	for _, d := range out.Devices {
 		scrubDevice(d)

@@ -208,24 +208,17 @@ func inventoryList(ctx context.Context, g globals, args []string, stdout, stderr
 	req := &inventoryv1.ListDevicesRequest{Filter: f, PageSize: n, PageToken: token}
 	api := inventoryv1.NewInventoryServiceClient(c.conn)
 	out := &inventoryv1.ListDevicesResponse{}
-	seen := map[string]bool{}
-	for {
-		cctx, cancel := c.call()
-		resp, err := api.ListDevices(cctx, req)
-		cancel()
+	out.NextPageToken, err = c.pages("inventory", req.PageToken, all, func(ctx context.Context, token string) (string, error) {
+		req.PageToken = token
+		resp, err := api.ListDevices(ctx, req)
 		if err != nil {
-			return err
+			return "", err
 		}
 		out.Devices = append(out.Devices, resp.GetDevices()...)
-		out.NextPageToken = resp.GetNextPageToken()
-		if !all || out.NextPageToken == "" {
-			break
-		}
-		if seen[out.NextPageToken] {
-			return fmt.Errorf("list inventory: the server returned page token %q twice", out.NextPageToken)
-		}
-		seen[out.NextPageToken] = true
-		req.PageToken = out.NextPageToken
+		return resp.GetNextPageToken(), nil
+	})
+	if err != nil {
+		return err
 	}
 	if c.json() {
 		return c.printJSON(out)

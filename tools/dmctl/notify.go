@@ -152,24 +152,17 @@ func notificationList(ctx context.Context, g globals, args []string, stdout, std
 	api := notifierv1.NewNotifierServiceClient(c.conn)
 	req := &notifierv1.ListNotificationsRequest{DeviceId: pos[0], PageSize: n, PageToken: token}
 	out := &notifierv1.ListNotificationsResponse{}
-	seen := map[string]bool{}
-	for {
-		cctx, cancel := c.call()
-		resp, err := api.ListNotifications(cctx, req)
-		cancel()
+	out.NextPageToken, err = c.pages("notifications", req.PageToken, all, func(ctx context.Context, token string) (string, error) {
+		req.PageToken = token
+		resp, err := api.ListNotifications(ctx, req)
 		if err != nil {
-			return err
+			return "", err
 		}
 		out.Notifications = append(out.Notifications, resp.GetNotifications()...)
-		out.NextPageToken = resp.GetNextPageToken()
-		if !all || out.NextPageToken == "" {
-			break
-		}
-		if seen[out.NextPageToken] {
-			return fmt.Errorf("list notifications: the server returned page token %q twice", out.NextPageToken)
-		}
-		seen[out.NextPageToken] = true
-		req.PageToken = out.NextPageToken
+		return resp.GetNextPageToken(), nil
+	})
+	if err != nil {
+		return err
 	}
 	if c.json() {
 		return c.printJSON(out)
