@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFlagsMirrorEnv(t *testing.T) {
@@ -69,5 +70,21 @@ func TestRealMainConfigErrorsAreOneLine(t *testing.T) {
 	out.Reset()
 	if code := realMain(context.Background(), "svc", []string{"--help"}, none, &out, &errOut, config, run); code != 0 || !strings.Contains(out.String(), "--http-addr") {
 		t.Fatalf("help: exit %d %q", code, out.String())
+	}
+}
+
+func TestReader(t *testing.T) {
+	env := map[string]string{"A": "x", "D": "5s", "N": "7", "BADD": "-1s", "BADN": "zero"}
+	r := NewReader(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if r.String("A", "d") != "x" || r.String("MISSING", "d") != "d" || r.Duration("D", "1s") != 5*time.Second || r.Int("N", "1") != 7 {
+		t.Fatal("values")
+	}
+	if r.Err() != nil {
+		t.Fatal(r.Err())
+	}
+	r.Duration("BADD", "1s")
+	r.Int("BADN", "1")
+	if err := r.Err(); err == nil || !strings.Contains(err.Error(), "BADD") || !strings.Contains(err.Error(), "BADN") {
+		t.Fatalf("errors not reported per variable: %v", err)
 	}
 }

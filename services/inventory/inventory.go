@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +32,8 @@ import (
 	"github.com/dmgrid/dmgrid/services/inventory/internal/store"
 
 	"github.com/dmgrid/dmgrid/internal/telemetry"
+
+	"github.com/dmgrid/dmgrid/internal/envflag"
 )
 
 // Config is the inventory service's configuration, read from the environment.
@@ -61,27 +62,8 @@ type Config struct {
 // ConfigFromEnv reads the configuration through lookup (os.LookupEnv in main, a map in
 // tests) and validates it.
 func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
-	get := func(k, def string) string {
-		if v, ok := lookup(k); ok && v != "" {
-			return v
-		}
-		return def
-	}
-	var errs []error
-	dur := func(k, def string) time.Duration {
-		d, err := time.ParseDuration(get(k, def))
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("%s: want a positive duration such as 30s", k))
-		}
-		return d
-	}
-	num := func(k, def string) int {
-		n, err := strconv.Atoi(get(k, def))
-		if err != nil || n <= 0 {
-			errs = append(errs, fmt.Errorf("%s: want a positive integer", k))
-		}
-		return n
-	}
+	r := envflag.NewReader(lookup)
+	get, dur, num := r.String, r.Duration, r.Int
 	c := Config{
 		GRPCAddr:          get("DMGRID_GRPC_ADDR", ":9091"),
 		MetricsAddr:       get("DMGRID_METRICS_ADDR", ":9102"),
@@ -103,7 +85,7 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	if c.DeadLetterStream == "none" {
 		c.DeadLetterStream = ""
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := r.Err(); err != nil {
 		return c, err
 	}
 	return c, c.Validate()

@@ -14,6 +14,8 @@ import (
 	"github.com/dmgrid/dmgrid/services/notifier/internal/provider"
 
 	"github.com/dmgrid/dmgrid/internal/telemetry"
+
+	"github.com/dmgrid/dmgrid/internal/envflag"
 )
 
 // Config is the notifier's configuration, read from the environment.
@@ -93,27 +95,8 @@ type RateLimit struct {
 // ConfigFromEnv reads the configuration through lookup (os.LookupEnv in main, a map in
 // tests) and validates it.
 func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
-	get := func(k, def string) string {
-		if v, ok := lookup(k); ok && v != "" {
-			return v
-		}
-		return def
-	}
-	var errs []error
-	dur := func(k, def string) time.Duration {
-		d, err := time.ParseDuration(get(k, def))
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("%s: want a positive duration such as 30s", k))
-		}
-		return d
-	}
-	num := func(k, def string) int {
-		n, err := strconv.Atoi(get(k, def))
-		if err != nil || n <= 0 {
-			errs = append(errs, fmt.Errorf("%s: want a positive integer", k))
-		}
-		return n
-	}
+	r := envflag.NewReader(lookup)
+	get, dur, num := r.String, r.Duration, r.Int
 	c := Config{
 		GRPCAddr:      get("DMGRID_GRPC_ADDR", ":9092"),
 		MetricsAddr:   get("DMGRID_METRICS_ADDR", ":9102"),
@@ -147,15 +130,15 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	}
 	v, err := strconv.ParseUint(get("DMGRID_PKG0_VERSION", strconv.Itoa(pkg0.DefaultVersion)), 10, 16)
 	if err != nil || v > pkg0.MaxVersion {
-		errs = append(errs, fmt.Errorf("DMGRID_PKG0_VERSION: want 0..%d (11 is OMA DM 1.2.1's value)", pkg0.MaxVersion))
+		r.Fail(fmt.Errorf("DMGRID_PKG0_VERSION: want 0..%d (11 is OMA DM 1.2.1's value)", pkg0.MaxVersion))
 	}
 	c.PKG0Version = uint16(v)
 	rl, err := ParseRateLimits(get("DMGRID_NOTIFIER_RATE_LIMITS", ""))
 	if err != nil {
-		errs = append(errs, fmt.Errorf("DMGRID_NOTIFIER_RATE_LIMITS: %w", err))
+		r.Fail(fmt.Errorf("DMGRID_NOTIFIER_RATE_LIMITS: %w", err))
 	}
 	c.RateLimits = rl
-	if err := errors.Join(errs...); err != nil {
+	if err := r.Err(); err != nil {
 		return c, err
 	}
 	return c, c.Validate()

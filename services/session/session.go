@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -36,6 +35,8 @@ import (
 	"github.com/dmgrid/dmgrid/services/session/internal/engine"
 	"github.com/dmgrid/dmgrid/services/session/internal/outbox"
 	"github.com/dmgrid/dmgrid/services/session/internal/store"
+
+	"github.com/dmgrid/dmgrid/internal/envflag"
 )
 
 // Config is the session service's configuration, read from the environment.
@@ -64,27 +65,9 @@ type Config struct {
 // ConfigFromEnv reads the configuration through lookup (os.LookupEnv in main, a map in
 // tests) and validates it.
 func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
-	get := func(k, def string) string {
-		if v, ok := lookup(k); ok && v != "" {
-			return v
-		}
-		return def
-	}
-	var errs []error
-	dur := func(k, def string) time.Duration {
-		d, err := time.ParseDuration(get(k, def))
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("%s: want a positive duration such as 5m", k))
-		}
-		return d
-	}
-	num := func(k, def string) int64 {
-		n, err := strconv.ParseInt(get(k, def), 10, 64)
-		if err != nil || n <= 0 {
-			errs = append(errs, fmt.Errorf("%s: want a positive integer", k))
-		}
-		return n
-	}
+	r := envflag.NewReader(lookup)
+	get, dur := r.String, r.Duration
+	num := func(k, def string) int64 { return int64(r.Int(k, def)) }
 	c := Config{
 		GRPCAddr:         get("DMGRID_GRPC_ADDR", ":9090"),
 		RedisURL:         get("DMGRID_REDIS_URL", ""),
@@ -109,11 +92,11 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	if v := get("DMGRID_SECRET_KEY", ""); v != "" {
 		k, err := base64.StdEncoding.DecodeString(v)
 		if err != nil || len(k) != 32 {
-			errs = append(errs, errors.New("DMGRID_SECRET_KEY: want base64 of 32 random bytes (openssl rand -base64 32)"))
+			r.Fail(errors.New("DMGRID_SECRET_KEY: want base64 of 32 random bytes (openssl rand -base64 32)"))
 		}
 		c.SecretKey = k
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := r.Err(); err != nil {
 		return c, err
 	}
 	return c, c.Validate()

@@ -1,0 +1,51 @@
+package envflag
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Reader reads typed settings through a lookup (Set.Lookup, os.LookupEnv or a test map)
+// and collects every problem, each naming its variable, so that a service reports all of
+// its configuration errors at once.
+type Reader struct {
+	lookup func(string) (string, bool)
+	errs   []error
+}
+
+// NewReader returns a reader over lookup.
+func NewReader(lookup func(string) (string, bool)) *Reader { return &Reader{lookup: lookup} }
+
+// String returns the setting, or def when it is unset or empty.
+func (r *Reader) String(k, def string) string {
+	if v, ok := r.lookup(k); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// Duration returns a positive duration.
+func (r *Reader) Duration(k, def string) time.Duration {
+	d, err := time.ParseDuration(r.String(k, def))
+	if err != nil || d <= 0 {
+		r.errs = append(r.errs, fmt.Errorf("%s: want a positive duration such as 30s", k))
+	}
+	return d
+}
+
+// Int returns a positive integer.
+func (r *Reader) Int(k, def string) int {
+	n, err := strconv.Atoi(r.String(k, def))
+	if err != nil || n <= 0 {
+		r.errs = append(r.errs, fmt.Errorf("%s: want a positive integer", k))
+	}
+	return n
+}
+
+// Fail records a problem found by the caller.
+func (r *Reader) Fail(err error) { r.errs = append(r.errs, err) }
+
+// Err returns every problem recorded, joined, or nil.
+func (r *Reader) Err() error { return errors.Join(r.errs...) }
