@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc"
 	"net/http"
 	"strings"
 	"sync"
@@ -223,7 +224,9 @@ func TestRollingRestart(t *testing.T) {
 	for _, d := range idle.Devices {
 		cfg := d.Config()
 		if _, err := st.Devices.CreateDevice(ctx, &devicev1.CreateDeviceRequest{Device: &devicev1.Device{DeviceId: cfg.DevID,
-			ClientAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_BASIC, Name: cfg.ClientName, Secret: cfg.ClientSecret}}}); err != nil {
+			ClientAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_BASIC, Name: cfg.ClientName, Secret: cfg.ClientSecret}}},
+			// The API client may not have reconnected to the restarted worker yet.
+			grpc.WaitForReady(true)); err != nil {
 			t.Fatal(err)
 		}
 	}

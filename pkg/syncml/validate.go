@@ -1,6 +1,9 @@
 package syncml
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // Validate checks a decoded message against the DM rules that decoding does not enforce
 // (OMA-TS-DM_RepPro §4.1, PROTOCOL.md §2 and §4): required header fields, supported
@@ -12,7 +15,15 @@ import "strconv"
 // Validate checks the message's form, not the session: whether a client may send a given
 // command in a given package is the session engine's business.
 func Validate(m *Message) error {
-	v := validator{ids: make(map[string]struct{}, 16)}
+	// Every device message is validated, so the common (valid) case builds no element
+	// paths: a failing message is validated again with paths, for the error.
+	if (&validator{ids: make(map[string]struct{}, 16)}).message(m) == nil {
+		return nil
+	}
+	return (&validator{ids: make(map[string]struct{}, 16), paths: true}).message(m)
+}
+
+func (v *validator) message(m *Message) error {
 	if err := v.header(&m.Header); err != nil {
 		return err
 	}
@@ -20,7 +31,16 @@ func Validate(m *Message) error {
 }
 
 type validator struct {
-	ids map[string]struct{}
+	ids   map[string]struct{}
+	paths bool // build element paths (only when reporting an error)
+}
+
+// at joins path parts when paths are wanted.
+func (v *validator) at(parts ...string) string {
+	if !v.paths {
+		return ""
+	}
+	return strings.Join(parts, "")
 }
 
 func isUint(s string, maxLen int) bool {
@@ -39,30 +59,30 @@ func (v *validator) header(h *Header) error {
 	const p = "SyncHdr"
 	switch {
 	case h.VerDTD == "":
-		return errPath(ErrMissingElement, p+"/VerDTD", "VerDTD is required")
+		return errPath(ErrMissingElement, v.at(p, "/VerDTD"), "VerDTD is required")
 	case h.VerDTD != "1.2" && h.VerDTD != "1.1":
-		return errPath(ErrUnsupportedDTD, p+"/VerDTD", "VerDTD %q not supported (1.2, 1.1)", h.VerDTD)
+		return errPath(ErrUnsupportedDTD, v.at(p, "/VerDTD"), "VerDTD %q not supported (1.2, 1.1)", h.VerDTD)
 	case h.VerProto == "":
-		return errPath(ErrMissingElement, p+"/VerProto", "VerProto is required")
+		return errPath(ErrMissingElement, v.at(p, "/VerProto"), "VerProto is required")
 	case h.VerProto != "DM/1.2" && h.VerProto != "DM/1.1":
-		return errPath(ErrUnsupportedProto, p+"/VerProto", "VerProto %q not supported (DM/1.2, DM/1.1)", h.VerProto)
+		return errPath(ErrUnsupportedProto, v.at(p, "/VerProto"), "VerProto %q not supported (DM/1.2, DM/1.1)", h.VerProto)
 	case h.SessionID == "":
-		return errPath(ErrMissingElement, p+"/SessionID", "SessionID is required")
+		return errPath(ErrMissingElement, v.at(p, "/SessionID"), "SessionID is required")
 	case len(h.SessionID) > 64:
-		return errPath(ErrBadValue, p+"/SessionID", "SessionID longer than 64 bytes")
+		return errPath(ErrBadValue, v.at(p, "/SessionID"), "SessionID longer than 64 bytes")
 	case h.MsgID == "":
-		return errPath(ErrMissingElement, p+"/MsgID", "MsgID is required")
+		return errPath(ErrMissingElement, v.at(p, "/MsgID"), "MsgID is required")
 	case !isUint(h.MsgID, 10) || h.MsgID == "0" || h.MsgID[0] == '0':
-		return errPath(ErrBadValue, p+"/MsgID", "MsgID %q is not a positive integer", h.MsgID)
+		return errPath(ErrBadValue, v.at(p, "/MsgID"), "MsgID %q is not a positive integer", h.MsgID)
 	case h.Target.LocURI == "":
-		return errPath(ErrMissingElement, p+"/Target/LocURI", "Target LocURI is required")
+		return errPath(ErrMissingElement, v.at(p, "/Target/LocURI"), "Target LocURI is required")
 	case h.Source.LocURI == "":
-		return errPath(ErrMissingElement, p+"/Source/LocURI", "Source LocURI is required")
+		return errPath(ErrMissingElement, v.at(p, "/Source/LocURI"), "Source LocURI is required")
 	}
 	if h.Cred != nil && h.Cred.Data == "" {
-		return errPath(ErrMissingElement, p+"/Cred/Data", "Cred without Data")
+		return errPath(ErrMissingElement, v.at(p, "/Cred/Data"), "Cred without Data")
 	}
-	return v.meta(h.Meta, p+"/Meta")
+	return v.meta(h.Meta, v.at(p, "/Meta"))
 }
 
 func (v *validator) meta(m *Meta, p string) error {
@@ -73,7 +93,7 @@ func (v *validator) meta(m *Meta, p string) error {
 		name, val string
 	}{{"MaxMsgSize", m.MaxMsgSize}, {"MaxObjSize", m.MaxObjSize}, {"Size", m.Size}} {
 		if f.val != "" && !isUint(f.val, 19) {
-			return errPath(ErrBadValue, p+"/"+f.name, "%s %q is not a non-negative integer", f.name, f.val)
+			return errPath(ErrBadValue, v.at(p, "/", f.name), "%s %q is not a non-negative integer", f.name, f.val)
 		}
 	}
 	return nil
@@ -103,7 +123,7 @@ func allowedIn(parent, child Kind) bool {
 func (v *validator) commands(cmds []Command, p string, parent Kind) error {
 	for i := range cmds {
 		c := &cmds[i]
-		cp := p + "/" + c.Kind.String() + "[" + strconv.Itoa(i+1) + "]"
+		cp := v.at(p, "/", c.Kind.String(), "[", strconv.Itoa(i+1), "]")
 		if !allowedIn(parent, c.Kind) {
 			return errPath(ErrBadNesting, cp, "%s not allowed inside %s", c.Kind, parent)
 		}
@@ -116,58 +136,58 @@ func (v *validator) commands(cmds []Command, p string, parent Kind) error {
 
 func (v *validator) command(c *Command, p string) error {
 	if c.CmdID == "" {
-		return errPath(ErrMissingElement, p+"/CmdID", "CmdID is required")
+		return errPath(ErrMissingElement, v.at(p, "/CmdID"), "CmdID is required")
 	}
 	if len(c.CmdID) > 32 {
-		return errPath(ErrBadValue, p+"/CmdID", "CmdID longer than 32 bytes")
+		return errPath(ErrBadValue, v.at(p, "/CmdID"), "CmdID longer than 32 bytes")
 	}
 	if _, dup := v.ids[c.CmdID]; dup {
-		return errPath(ErrDuplicateCmdID, p+"/CmdID", "CmdID %q used twice in one message", c.CmdID)
+		return errPath(ErrDuplicateCmdID, v.at(p, "/CmdID"), "CmdID %q used twice in one message", c.CmdID)
 	}
 	v.ids[c.CmdID] = struct{}{}
 	if c.Cred != nil {
-		return errPath(ErrCredOutsideHeader, p+"/Cred", "Cred is allowed only in SyncHdr")
+		return errPath(ErrCredOutsideHeader, v.at(p, "/Cred"), "Cred is allowed only in SyncHdr")
 	}
-	if err := v.meta(c.Meta, p+"/Meta"); err != nil {
+	if err := v.meta(c.Meta, v.at(p, "/Meta")); err != nil {
 		return err
 	}
 	switch c.Kind {
 	case KindStatus:
 		switch {
 		case c.MsgRef == "":
-			return errPath(ErrMissingElement, p+"/MsgRef", "Status needs MsgRef")
+			return errPath(ErrMissingElement, v.at(p, "/MsgRef"), "Status needs MsgRef")
 		case !isUint(c.MsgRef, 10):
-			return errPath(ErrBadValue, p+"/MsgRef", "MsgRef %q is not a message number", c.MsgRef)
+			return errPath(ErrBadValue, v.at(p, "/MsgRef"), "MsgRef %q is not a message number", c.MsgRef)
 		case c.CmdRef == "":
-			return errPath(ErrMissingElement, p+"/CmdRef", "Status needs CmdRef")
+			return errPath(ErrMissingElement, v.at(p, "/CmdRef"), "Status needs CmdRef")
 		case c.Cmd == "":
-			return errPath(ErrMissingElement, p+"/Cmd", "Status needs Cmd")
+			return errPath(ErrMissingElement, v.at(p, "/Cmd"), "Status needs Cmd")
 		case c.Cmd == "SyncHdr" && c.CmdRef != "0":
-			return errPath(ErrBadValue, p+"/CmdRef", "Status for SyncHdr must have CmdRef 0, not %q", c.CmdRef)
+			return errPath(ErrBadValue, v.at(p, "/CmdRef"), "Status for SyncHdr must have CmdRef 0, not %q", c.CmdRef)
 		case len(c.CmdRef) > 32:
-			return errPath(ErrBadValue, p+"/CmdRef", "CmdRef longer than 32 bytes")
+			return errPath(ErrBadValue, v.at(p, "/CmdRef"), "CmdRef longer than 32 bytes")
 		case c.Data == "":
-			return errPath(ErrMissingElement, p+"/Data", "Status needs a status code")
+			return errPath(ErrMissingElement, v.at(p, "/Data"), "Status needs a status code")
 		case len(c.Data) != 3 || !isUint(c.Data, 3):
-			return errPath(ErrBadValue, p+"/Data", "status code %q is not three digits", c.Data)
+			return errPath(ErrBadValue, v.at(p, "/Data"), "status code %q is not three digits", c.Data)
 		}
 	case KindResults:
 		switch {
 		case c.CmdRef == "":
-			return errPath(ErrMissingElement, p+"/CmdRef", "Results needs CmdRef")
+			return errPath(ErrMissingElement, v.at(p, "/CmdRef"), "Results needs CmdRef")
 		case len(c.CmdRef) > 32:
-			return errPath(ErrBadValue, p+"/CmdRef", "CmdRef longer than 32 bytes")
+			return errPath(ErrBadValue, v.at(p, "/CmdRef"), "CmdRef longer than 32 bytes")
 		case c.MsgRef != "" && !isUint(c.MsgRef, 10):
-			return errPath(ErrBadValue, p+"/MsgRef", "MsgRef %q is not a message number", c.MsgRef)
+			return errPath(ErrBadValue, v.at(p, "/MsgRef"), "MsgRef %q is not a message number", c.MsgRef)
 		case len(c.Items) == 0:
-			return errPath(ErrMissingElement, p+"/Item", "Results needs at least one Item")
+			return errPath(ErrMissingElement, v.at(p, "/Item"), "Results needs at least one Item")
 		}
 	case KindAlert:
 		switch {
 		case c.Data == "":
-			return errPath(ErrMissingElement, p+"/Data", "Alert needs an alert code")
+			return errPath(ErrMissingElement, v.at(p, "/Data"), "Alert needs an alert code")
 		case len(c.Data) != 4 || !isUint(c.Data, 4):
-			return errPath(ErrBadValue, p+"/Data", "alert code %q is not four digits", c.Data)
+			return errPath(ErrBadValue, v.at(p, "/Data"), "alert code %q is not four digits", c.Data)
 		}
 	case KindAtomic, KindSequence:
 		if len(c.Commands) == 0 {
@@ -176,17 +196,17 @@ func (v *validator) command(c *Command, p string) error {
 		return v.commands(c.Commands, p, c.Kind)
 	case KindExec:
 		if len(c.Items) != 1 {
-			return errPath(ErrBadValue, p+"/Item", "Exec needs exactly one Item, has %d", len(c.Items))
+			return errPath(ErrBadValue, v.at(p, "/Item"), "Exec needs exactly one Item, has %d", len(c.Items))
 		}
 	}
 	switch c.Kind {
 	case KindAdd, KindCopy, KindDelete, KindExec, KindGet, KindReplace:
 		if len(c.Items) == 0 {
-			return errPath(ErrMissingElement, p+"/Item", "%s needs at least one Item", c.Kind)
+			return errPath(ErrMissingElement, v.at(p, "/Item"), "%s needs at least one Item", c.Kind)
 		}
 		for j := range c.Items {
 			it := &c.Items[j]
-			ip := p + "/Item[" + strconv.Itoa(j+1) + "]"
+			ip := v.at(p, "/Item[", strconv.Itoa(j+1), "]")
 			// A Replace in Pkg1 names DevInfo nodes by Source (RepPro §4.1.6.11); every
 			// other command addresses its node by Target.
 			hasTarget := it.Target != nil && it.Target.LocURI != ""
@@ -195,11 +215,11 @@ func (v *validator) command(c *Command, p string) error {
 			case c.Kind == KindCopy && (!hasTarget || !hasSource):
 				return errPath(ErrMissingElement, ip, "Copy needs Target and Source LocURI")
 			case c.Kind == KindReplace && !hasTarget && !hasSource:
-				return errPath(ErrMissingElement, ip+"/Target/LocURI", "Replace Item needs a Target or Source LocURI")
+				return errPath(ErrMissingElement, v.at(ip, "/Target/LocURI"), "Replace Item needs a Target or Source LocURI")
 			case c.Kind != KindReplace && c.Kind != KindCopy && !hasTarget:
-				return errPath(ErrMissingElement, ip+"/Target/LocURI", "%s Item needs a Target LocURI", c.Kind)
+				return errPath(ErrMissingElement, v.at(ip, "/Target/LocURI"), "%s Item needs a Target LocURI", c.Kind)
 			}
-			if err := v.meta(it.Meta, ip+"/Meta"); err != nil {
+			if err := v.meta(it.Meta, v.at(ip, "/Meta")); err != nil {
 				return err
 			}
 		}

@@ -17,7 +17,6 @@ import (
 	sessionv1 "github.com/dmgrid/dmgrid/proto/dmgrid/session/v1"
 
 	"github.com/dmgrid/dmgrid/pkg/events"
-	"github.com/dmgrid/dmgrid/pkg/syncml"
 	"github.com/dmgrid/dmgrid/pkg/syncmlpb"
 	"github.com/dmgrid/dmgrid/services/session/internal/engine"
 	"github.com/dmgrid/dmgrid/services/session/internal/store"
@@ -66,10 +65,9 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 	}
 	dev, sid := m.Header.Source.LocURI, m.Header.SessionID
 	resp := &sessionv1.HandleMessageResponse{DeviceId: dev, SessionId: sid, HttpStatus: 200}
-	if err := syncml.Validate(m); err != nil {
-		// Refused before touching any state: the engine builds the SyncML Status.
-		out := s.Engine.Process(engine.State{}, in)
-		resp.Reply = syncmlpb.ToProto(out.Reply)
+	if refusal, ok := s.Engine.Check(in); !ok {
+		// Refused before touching any state: the engine built the SyncML Status.
+		resp.Reply = syncmlpb.ToProto(refusal.Reply)
 		return resp, nil
 	}
 	for attempt := 0; attempt < maxCommitAttempts; attempt++ {
@@ -77,7 +75,7 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "load state: %v", err)
 		}
-		out := s.Engine.Process(st, in)
+		out := s.Engine.ProcessChecked(st, in)
 		if out.AuthFailure && s.ChallengeLimit > 0 {
 			ok, err := s.St.AllowChallenge(ctx, dev, s.ChallengeLimit, s.ChallengeWindow)
 			if err != nil {

@@ -216,16 +216,32 @@ func hasAlert(m *syncml.Message, codes ...string) string {
 	return ""
 }
 
-// Process handles one client message.
-func (e *Engine) Process(st State, in Input) Output {
-	m := in.Msg
-	if err := syncml.Validate(m); err != nil {
-		code := 400
-		if se, ok := err.(*syncml.Error); ok {
-			code = se.Status()
-		}
-		return e.refuse(m, code, false, "invalid")
+// Check validates a client message (syncml.Validate) and, when it is invalid, returns the
+// refusal to send: it needs no stored state, so callers check before loading any.
+func (e *Engine) Check(in Input) (refusal Output, ok bool) {
+	err := syncml.Validate(in.Msg)
+	if err == nil {
+		return Output{}, true
 	}
+	code := 400
+	if se, isSyncML := err.(*syncml.Error); isSyncML {
+		code = se.Status()
+	}
+	return e.refuse(in.Msg, code, false, "invalid"), false
+}
+
+// Process handles one client message: Check, then ProcessChecked.
+func (e *Engine) Process(st State, in Input) Output {
+	if refusal, ok := e.Check(in); !ok {
+		return refusal
+	}
+	return e.ProcessChecked(st, in)
+}
+
+// ProcessChecked handles a client message that passed Check (a worker retrying a commit
+// conflict re-runs only this part).
+func (e *Engine) ProcessChecked(st State, in Input) Output {
+	m := in.Msg
 	msgID, _ := strconv.Atoi(m.Header.MsgID)
 	sess := st.Session
 
