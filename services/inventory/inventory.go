@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
@@ -34,6 +33,8 @@ import (
 	"github.com/dmgrid/dmgrid/internal/telemetry"
 
 	"github.com/dmgrid/dmgrid/internal/envflag"
+
+	"github.com/dmgrid/dmgrid/internal/lifecycle"
 )
 
 // Config is the inventory service's configuration, read from the environment.
@@ -275,44 +276,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // order: readiness goes NOT_SERVING, in-flight RPCs finish (GracefulStop, bounded), the
 // consumer finishes the events it holds. Close releases NATS and Redis afterwards.
 func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
-	g := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(
-		otelgrpc.WithTracerProvider(s.tel.Tracers), otelgrpc.WithMeterProvider(s.tel.Meters), otelgrpc.WithPropagators(s.tel.Propagator))))
-	s.Register(g)
-	s.SetServing(true)
-	if s.cfg.MetricsAddr != "" {
-		go func() {
-			if err := s.tel.ServeMetrics(ctx, s.cfg.MetricsAddr, s.log); err != nil {
-				s.log.Error("metrics server", "err", err)
-			}
-		}()
-	}
-	bctx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBG()
-	bgDone := make(chan error, 1)
-	go func() { bgDone <- s.Background(bctx) }()
-	errc := make(chan error, 1)
-	go func() { errc <- g.Serve(lis) }()
-	s.log.Info("inventory serving", "grpc_addr", lis.Addr().String(), "consumer", s.cfg.Consumer)
-	var serveErr error
-	select {
-	case serveErr = <-errc:
-	case err := <-bgDone:
-		// The consumer could not start: without it the inventory goes stale, so stop.
-		g.Stop()
-		return fmt.Errorf("events consumer: %w", err)
-	case <-ctx.Done():
-		s.SetServing(false)
-		stopped := make(chan struct{})
-		go func() { g.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(10 * time.Second):
-			g.Stop()
-		}
-	}
-	stopBG()
-	if err := <-bgDone; err != nil && serveErr == nil {
-		serveErr = fmt.Errorf("events consumer: %w", err)
-	}
-	return serveErr
+	return lifecycle.ServeGRPC(ctx, lis, s, lifecycle.Options{Name: "inventory", Telemetry: s.tel,
+		MetricsAddr: s.cfg.MetricsAddr, Log: s.log})
 }

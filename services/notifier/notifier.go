@@ -25,7 +25,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -42,6 +41,8 @@ import (
 	"github.com/dmgrid/dmgrid/services/notifier/internal/store"
 
 	"github.com/dmgrid/dmgrid/internal/telemetry"
+
+	"github.com/dmgrid/dmgrid/internal/lifecycle"
 )
 
 // Service is one notifier replica.
@@ -227,41 +228,8 @@ func (s *Service) Background(ctx context.Context) error {
 // Serve serves the gRPC API on lis and runs Background until ctx ends, then drains:
 // readiness NOT_SERVING, GracefulStop (bounded), background stopped.
 func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
-	g := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(
-		otelgrpc.WithTracerProvider(s.tel.Tracers), otelgrpc.WithMeterProvider(s.tel.Meters), otelgrpc.WithPropagators(s.tel.Propagator))))
-	s.Register(g)
-	s.SetServing(true)
-	if s.cfg.MetricsAddr != "" {
-		go func() {
-			if err := s.tel.ServeMetrics(ctx, s.cfg.MetricsAddr, s.log); err != nil {
-				s.log.Error("metrics server", "err", err)
-			}
-		}()
-	}
-	bctx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	bgDone := make(chan error, 1)
-	go func() { bgDone <- s.Background(bctx) }()
-	errc := make(chan error, 1)
-	go func() { errc <- g.Serve(lis) }()
-	s.log.Info("notifier serving", "grpc_addr", lis.Addr().String())
-	select {
-	case err := <-errc:
-		stopBG()
-		<-bgDone
-		return err
-	case <-ctx.Done():
-	}
-	s.SetServing(false)
-	stopped := make(chan struct{})
-	go func() { g.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		g.Stop()
-	}
-	stopBG()
-	<-bgDone
-	return nil
+	return lifecycle.ServeGRPC(ctx, lis, s, lifecycle.Options{Name: "notifier", Telemetry: s.tel,
+		MetricsAddr: s.cfg.MetricsAddr, Log: s.log})
 }
 
 // Run serves on cfg.GRPCAddr until ctx ends.

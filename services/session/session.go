@@ -19,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -37,6 +36,8 @@ import (
 	"github.com/dmgrid/dmgrid/services/session/internal/store"
 
 	"github.com/dmgrid/dmgrid/internal/envflag"
+
+	"github.com/dmgrid/dmgrid/internal/lifecycle"
 )
 
 // Config is the session service's configuration, read from the environment.
@@ -288,43 +289,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // Serve serves on lis until ctx ends.
 func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
-	g := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(
-		otelgrpc.WithTracerProvider(s.tel.Tracers), otelgrpc.WithMeterProvider(s.tel.Meters), otelgrpc.WithPropagators(s.tel.Propagator))),
+	return lifecycle.ServeGRPC(ctx, lis, s, lifecycle.Options{Name: "session worker", Telemetry: s.tel,
+		MetricsAddr: s.cfg.MetricsAddr, Log: s.log,
 		// Clients (gateways, notifiers) resolve the headless Service once and re-resolve
 		// only when a connection closes: ending connections after a while lets new workers
 		// added by the autoscaler get traffic (GOAWAY, then in-flight RPCs finish).
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: 2 * time.Minute, MaxConnectionAgeGrace: 30 * time.Second}))
-	s.Register(g)
-	if s.cfg.MetricsAddr != "" {
-		go func() {
-			if err := s.tel.ServeMetrics(ctx, s.cfg.MetricsAddr, s.log); err != nil {
-				s.log.Error("metrics server", "err", err)
-			}
-		}()
-	}
-	s.SetServing(true)
-	bctx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	bgDone := make(chan error, 1)
-	go func() { bgDone <- s.Background(bctx) }()
-	errc := make(chan error, 1)
-	go func() { errc <- g.Serve(lis) }()
-	s.log.Info("session worker serving", "grpc_addr", lis.Addr().String())
-	select {
-	case err := <-errc:
-		stopBG()
-		<-bgDone
-		return err
-	case <-ctx.Done():
-	}
-	s.SetServing(false)
-	stopped := make(chan struct{})
-	go func() { g.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		g.Stop()
-	}
-	stopBG()
-	<-bgDone
-	return nil
+		ServerOptions: []grpc.ServerOption{grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionAge: 2 * time.Minute, MaxConnectionAgeGrace: 30 * time.Second})}})
 }
