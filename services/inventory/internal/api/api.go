@@ -73,7 +73,7 @@ func (a *Inventory) ListDevices(ctx context.Context, req *inventoryv1.ListDevice
 	size := int(req.GetPageSize())
 	switch {
 	case size < 0:
-		v.add("page_size", "must not be negative")
+		v.Add("page_size", "must not be negative")
 	case size == 0:
 		size = defaultPageSize
 	case size > maxPageSize:
@@ -84,10 +84,10 @@ func (a *Inventory) ListDevices(ctx context.Context, req *inventoryv1.ListDevice
 		var desc string
 		after, desc = parseToken(req.GetPageToken(), filterHash(req.GetFilter()))
 		if desc != "" {
-			v.add("page_token", desc)
+			v.Add("page_token", desc)
 		}
 	}
-	if err := v.err(); err != nil {
+	if err := v.Err(); err != nil {
 		return nil, err
 	}
 	ids, next, err := a.St.List(ctx, f, after, size)
@@ -116,7 +116,7 @@ func (a *Inventory) ListDevices(ctx context.Context, req *inventoryv1.ListDevice
 func (a *Inventory) CountDevices(ctx context.Context, req *inventoryv1.CountDevicesRequest) (*inventoryv1.CountDevicesResponse, error) {
 	var v violations
 	f := toFilter(req.GetFilter(), "filter", &v)
-	if err := v.err(); err != nil {
+	if err := v.Err(); err != nil {
 		return nil, err
 	}
 	n, err := a.St.Count(ctx, f)
@@ -130,21 +130,21 @@ func (a *Inventory) CountDevices(ctx context.Context, req *inventoryv1.CountDevi
 func (a *Inventory) GetDeviceTree(ctx context.Context, req *inventoryv1.GetDeviceTreeRequest) (*inventoryv1.GetDeviceTreeResponse, error) {
 	var v violations
 	if id := req.GetDeviceId(); id == "" || len(id) > maxDeviceID {
-		v.add("device_id", "must be 1 to 256 bytes")
+		v.Add("device_id", "must be 1 to 256 bytes")
 	}
 	root := "."
 	if raw := req.GetUri(); raw != "" && raw != "." {
 		u, err := dmtree.ParseURI(raw, dmtree.DefaultLimits)
 		switch {
 		case err != nil:
-			v.add("uri", "not a DM tree URI: "+err.Error())
+			v.Add("uri", "not a DM tree URI: "+err.Error())
 		case u.Query().Kind != dmtree.QueryNone:
-			v.add("uri", "must not have a ?prop= or ?list= query")
+			v.Add("uri", "must not have a ?prop= or ?list= query")
 		default:
 			root = u.String()
 		}
 	}
-	if err := v.err(); err != nil {
+	if err := v.Err(); err != nil {
 		return nil, err
 	}
 	nodes, err := a.St.Tree(ctx, req.GetDeviceId(), root)
@@ -179,13 +179,13 @@ func (a *Inventory) AggregateDevices(ctx context.Context, req *inventoryv1.Aggre
 	for i, fl := range by {
 		name := "group_by[" + strconv.Itoa(i) + "]"
 		if _, ok := fieldOf[fl]; !ok {
-			v.add(name, "not a DeviceField that can be grouped by")
+			v.Add(name, "not a DeviceField that can be grouped by")
 		} else if seen[fl] {
-			v.add(name, "field given twice")
+			v.Add(name, "field given twice")
 		}
 		seen[fl] = true
 	}
-	if err := v.err(); err != nil {
+	if err := v.Err(); err != nil {
 		return nil, err
 	}
 	fields := make([]store.Field, len(by))
@@ -236,28 +236,28 @@ func toFilter(pf *inventoryv1.DeviceFilter, prefix string, v *violations) *store
 			continue
 		}
 		if len(c.value) > maxValue {
-			v.add(prefix+"."+c.name, "longer than 1024 bytes")
+			v.Add(prefix+"."+c.name, "longer than 1024 bytes")
 			continue
 		}
 		f.Eq[c.field] = c.value
 	}
 	if o := pf.GetLastSessionOutcome(); o != eventsv1.SessionEnded_OUTCOME_UNSPECIFIED {
 		if _, ok := eventsv1.SessionEnded_Outcome_name[int32(o)]; !ok {
-			v.add(prefix+".last_session_outcome", "unknown outcome "+strconv.Itoa(int(o)))
+			v.Add(prefix+".last_session_outcome", "unknown outcome "+strconv.Itoa(int(o)))
 		} else {
 			f.Eq[store.FieldOutcome] = o.String()
 		}
 	}
 	if n := len(pf.GetLabels()); n > maxLabels {
-		v.add(prefix+".labels", "at most 16 labels")
+		v.Add(prefix+".labels", "at most 16 labels")
 	}
 	for k, val := range pf.GetLabels() {
 		name := prefix + ".labels[" + strconv.Quote(k) + "]"
 		switch {
 		case k == "" || len(k) > maxLabelKey:
-			v.add(name, "label keys are 1 to 63 bytes")
+			v.Add(name, "label keys are 1 to 63 bytes")
 		case len(val) > maxLabelValue:
-			v.add(name, "label values are at most 255 bytes")
+			v.Add(name, "label values are at most 255 bytes")
 		default:
 			if f.Labels == nil {
 				f.Labels = map[string]string{}
@@ -281,7 +281,7 @@ func toFilter(pf *inventoryv1.DeviceFilter, prefix string, v *violations) *store
 		f.SeenBefore = &ms
 	}
 	if okA && okB && !before.After(after) {
-		v.add(prefix+".last_seen_before", "must be after last_seen_after")
+		v.Add(prefix+".last_seen_before", "must be after last_seen_after")
 	}
 	return f
 }
@@ -291,7 +291,7 @@ func timeBound(ts *timestamppb.Timestamp, field string, v *violations) (time.Tim
 		return time.Time{}, false
 	}
 	if err := ts.CheckValid(); err != nil {
-		v.add(field, "not a valid timestamp: "+err.Error())
+		v.Add(field, "not a valid timestamp: "+err.Error())
 		return time.Time{}, false
 	}
 	return ts.AsTime(), true

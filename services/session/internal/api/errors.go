@@ -3,29 +3,18 @@ package api
 import (
 	"errors"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dmgrid/dmgrid/internal/apierr"
 	"github.com/dmgrid/dmgrid/services/session/internal/store"
 )
 
 // Errors leave the API as gRPC statuses with details (AIP-193): InvalidArgument carries a
 // BadRequest naming the field, the others an ErrorInfo with a reason.
 
-const errorDomain = "dmgrid.io"
-
-func invalid(field, desc string) error {
-	st, _ := status.New(codes.InvalidArgument, "invalid "+field+": "+desc).WithDetails(&errdetails.BadRequest{
-		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}},
-	})
-	return st.Err()
-}
-
-func withInfo(code codes.Code, reason, msg string, meta map[string]string) error {
-	st, _ := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain, Metadata: meta})
-	return st.Err()
-}
+// invalid and withInfo are the shared builders (internal/apierr).
+var invalid, withInfo = apierr.Invalid, apierr.Info
 
 // storeErr maps store errors to statuses; what stands for an outage becomes Unavailable.
 func storeErr(err error, what string, meta map[string]string) error {
