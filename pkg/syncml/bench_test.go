@@ -197,3 +197,23 @@ func BenchmarkDecodeSpeedup(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkValidate: validating a message is on every device message's path; a valid one
+// must not pay for building element paths.
+func BenchmarkValidate(b *testing.B) {
+	dir, names := messageVectors(b)
+	for _, name := range names {
+		m, err := DecodeXML(readFile(b, filepath.Join(dir, name+".xml")), Limits{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := Validate(m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
