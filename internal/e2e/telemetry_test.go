@@ -123,14 +123,23 @@ func TestOneConnectedTrace(t *testing.T) {
 	consumeSpan.End()
 
 	traceID := consumeSpan.SpanContext().TraceID()
+	wanted := []string{"dm.message", "dmgrid.session.v1.SessionService/HandleMessage", "events publish", "events consume", "inventory apply"}
+	// Spans end asynchronously (the relay ends its publish span when JetStream's
+	// acknowledgement is collected, the inventory after its write): wait for all of them.
 	waitFor(t, 10*time.Second, func() bool {
+		have := map[string]bool{}
 		for _, s := range rec.Ended() {
-			if s.SpanContext().TraceID() == traceID && s.Name() == "inventory apply" {
-				return true
+			if s.SpanContext().TraceID() == traceID {
+				have[s.Name()] = true
 			}
 		}
-		return false
-	}, "the inventory's span in the trace")
+		for _, w := range wanted {
+			if !have[w] {
+				return false
+			}
+		}
+		return true
+	}, "every service's span in the trace")
 	names := map[string]bool{}
 	byID := map[trace.SpanID]string{}
 	var spans []string
@@ -141,7 +150,7 @@ func TestOneConnectedTrace(t *testing.T) {
 			spans = append(spans, s.Name())
 		}
 	}
-	for _, want := range []string{"dm.message", "dmgrid.session.v1.SessionService/HandleMessage", "events publish", "events consume", "inventory apply"} {
+	for _, want := range wanted {
 		if !names[want] {
 			t.Fatalf("trace %s lacks %q; it has %v", traceID, want, spans)
 		}

@@ -71,7 +71,7 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 		return resp, nil
 	}
 	for attempt := 0; attempt < maxCommitAttempts; attempt++ {
-		st, err := s.St.Load(ctx, dev, sid)
+		st, err := s.St.Load(ctx, dev, sid, in.BodyHash)
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "load state: %v", err)
 		}

@@ -98,6 +98,9 @@ type State struct {
 	Account *Account   // nil: unknown device
 	Session *Session   // nil: no session with this id
 	Queue   []*Command // the device's queued and in-flight commands, in queue order
+	// Stored is opaque to the engine: the store's records of Queue as it read them
+	// (parallel to Queue), which its commit compares to refuse a stale change.
+	Stored []string
 }
 
 // Output is the reply and the changes to commit atomically.

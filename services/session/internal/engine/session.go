@@ -13,7 +13,7 @@ type Session struct {
 	DeviceID  string `json:"device_id"`
 	SessionID string `json:"session_id"`
 	// Version is the optimistic-concurrency counter; the store compares and bumps it.
-	Version int64 `json:"version"`
+	Version int64 `json:"-"`
 
 	Initiator     int      `json:"initiator"` // 1200 (server-initiated) or 1201
 	Encoding      string   `json:"encoding"`
@@ -35,9 +35,10 @@ type Session struct {
 	OutLO *OutLO `json:"out_lo,omitempty"`
 
 	// Retransmission cache: the body hash of the last client message and our reply to it
-	// (PROTOCOL.md §12.11).
-	LastReqHash string          `json:"last_req_hash,omitempty"`
-	LastReply   *syncml.Message `json:"last_reply,omitempty"`
+	// (PROTOCOL.md §12.11). The store keeps them beside the record, not in it, and hands
+	// LastReply back only when the message being handled has that body hash.
+	LastReqHash string          `json:"-"`
+	LastReply   *syncml.Message `json:"-"`
 
 	Started    time.Time `json:"started"`
 	LastActive time.Time `json:"last_active"`

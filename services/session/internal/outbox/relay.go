@@ -31,10 +31,11 @@ import (
 
 // Config tunes the relay.
 type Config struct {
-	Workers      int           // concurrent devices being relayed (default 4)
+	Workers      int           // batches relayed at a time (default 2)
 	ScanInterval time.Duration // how often left-behind outboxes are searched (default 10s)
 	Retry        time.Duration // wait before retrying a device after a failure (default 1s)
-	Batch        int           // entries read per round (default 64)
+	Batch        int           // entries read per device per round (default 64)
+	Devices      int           // devices relayed together in one batch (default 256)
 	// Tracer and Propagator continue each event's trace (its trace_parent, set when the
 	// state change was committed) with a producer span and carry it in the NATS headers.
 	Tracer     trace.Tracer
@@ -45,6 +46,12 @@ type Config struct {
 }
 
 // Relay moves events from Redis to JetStream.
+//
+// Devices with new events are gathered into batches: one pipelined read of all their
+// outboxes, every event published asynchronously (in commit order per device, on one
+// connection), one wait for the acknowledgements, one pipelined removal of the
+// acknowledged prefix of each outbox. Under load a batch covers many devices, so the
+// relay adds a small fraction of a Redis round trip per event.
 type Relay struct {
 	st  *store.Store
 	js  jetstream.JetStream
@@ -62,7 +69,7 @@ type Relay struct {
 // New returns a relay; Run starts it.
 func New(st *store.Store, js jetstream.JetStream, log *slog.Logger, cfg Config) *Relay {
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4
+		cfg.Workers = 2
 	}
 	if cfg.ScanInterval <= 0 {
 		cfg.ScanInterval = 10 * time.Second
@@ -73,7 +80,10 @@ func New(st *store.Store, js jetstream.JetStream, log *slog.Logger, cfg Config) 
 	if cfg.Batch <= 0 {
 		cfg.Batch = 64
 	}
-	return &Relay{st: st, js: js, log: log, cfg: cfg, pending: map[string]bool{}, again: map[string]bool{}, work: make(chan string, 4096)}
+	if cfg.Devices <= 0 {
+		cfg.Devices = 256
+	}
+	return &Relay{st: st, js: js, log: log, cfg: cfg, pending: map[string]bool{}, again: map[string]bool{}, work: make(chan string, 16384)}
 }
 
 // Notify asks for a device's outbox to be relayed. It never blocks: when the work queue is
@@ -110,13 +120,24 @@ func (r *Relay) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			batch := make([]string, 0, r.cfg.Devices)
 			for {
 				select {
 				case <-ctx.Done():
 					return
 				case dev := <-r.work:
-					r.runDevice(ctx, dev)
+					batch = append(batch[:0], dev)
 				}
+			fill: // everything already waiting joins the batch
+				for len(batch) < r.cfg.Devices {
+					select {
+					case dev := <-r.work:
+						batch = append(batch, dev)
+					default:
+						break fill
+					}
+				}
+				r.runBatch(ctx, batch)
 			}
 		}()
 	}
@@ -141,114 +162,191 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-func (r *Relay) runDevice(ctx context.Context, dev string) {
-	for {
-		err := r.relay(ctx, dev)
-		r.mu.Lock()
-		if err != nil {
+// runBatch relays one round of the devices' outboxes, then releases each device: one that
+// failed is retried after cfg.Retry, one notified meanwhile or with more entries waiting
+// goes round again.
+func (r *Relay) runBatch(ctx context.Context, devs []string) {
+	errs, more := r.relay(ctx, devs)
+	var retry, requeue []string
+	r.mu.Lock()
+	for i, dev := range devs {
+		switch {
+		case errs[i] != nil:
 			delete(r.pending, dev)
 			delete(r.again, dev)
-			r.mu.Unlock()
 			if ctx.Err() == nil {
-				r.log.Warn("outbox relay", "device_id", dev, "err", err)
-				time.AfterFunc(r.cfg.Retry, func() { r.Notify(dev) })
+				retry = append(retry, dev)
+				r.log.Warn("outbox relay", "device_id", dev, "err", errs[i])
 			}
-			return
-		}
-		if r.again[dev] {
+		case more[i] || r.again[dev]:
 			delete(r.again, dev)
-			r.mu.Unlock()
-			continue
+			requeue = append(requeue, dev) // stays pending
+		default:
+			delete(r.pending, dev)
 		}
-		delete(r.pending, dev)
-		r.mu.Unlock()
-		return
+	}
+	r.mu.Unlock()
+	for _, dev := range retry {
+		time.AfterFunc(r.cfg.Retry, func() { r.Notify(dev) })
+	}
+	for _, dev := range requeue {
+		select {
+		case r.work <- dev:
+		default: // full: the periodic scan finds it
+			r.mu.Lock()
+			delete(r.pending, dev)
+			r.mu.Unlock()
+		}
 	}
 }
 
-// relay publishes the device's outbox until it is empty.
-func (r *Relay) relay(ctx context.Context, dev string) error {
-	for {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		entries, err := r.st.ReadOutbox(rctx, dev, r.cfg.Batch)
-		cancel()
-		if err != nil {
-			return err
+// sent is one outbox entry handed to JetStream: fut is nil when it was dropped as
+// unpublishable (which finishes it too).
+type sent struct {
+	fut   jetstream.PubAckFuture
+	span  trace.Span
+	start time.Time
+}
+
+// relay publishes up to cfg.Batch entries of each device's outbox and removes the
+// acknowledged ones. errs[i] is device i's failure; more[i] reports a full read (more
+// entries may be waiting).
+func (r *Relay) relay(ctx context.Context, devs []string) (errs []error, more []bool) {
+	errs, more = make([]error, len(devs)), make([]bool, len(devs))
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	entries, err := r.st.ReadOutboxes(rctx, devs, r.cfg.Batch)
+	cancel()
+	for i := range devs {
+		if entries[i] == nil && err != nil {
+			errs[i] = err
 		}
-		if len(entries) == 0 {
-			return nil
-		}
-		done := 0
-		var pubErr error
-		for _, e := range entries {
-			if err := r.publish(ctx, e); err != nil {
-				pubErr = err
+		more[i] = len(entries[i]) == r.cfg.Batch
+	}
+
+	// Publish everything, in order per device; a device stops at its first failure.
+	out := make([][]sent, len(devs))
+	for i := range devs {
+		for _, e := range entries[i] {
+			fut, span, err := r.publish(ctx, devs[i], e)
+			if err != nil {
+				errs[i] = err
 				break
 			}
-			done++
-		}
-		if done > 0 {
-			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			_, err := r.st.PopOutbox(pctx, dev, entries[:done])
-			cancel()
-			if err != nil {
-				return err
-			}
-			r.mu.Lock()
-			r.published += uint64(done)
-			r.mu.Unlock()
-		}
-		if pubErr != nil {
-			return pubErr
-		}
-		if len(entries) < r.cfg.Batch {
-			// A short read was the whole outbox: no second read just to find it empty
-			// (a later commit notifies the relay again).
-			return nil
+			out[i] = append(out[i], sent{fut: fut, span: span, start: time.Now()})
 		}
 	}
+	// Wait for the acknowledgements: done[i] entries of device i, from the head, are
+	// acknowledged or dropped and can leave the outbox.
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	expired := false
+	done := make([]int, len(devs))
+	acked := 0
+	for i := range devs {
+		broken := false
+		for _, p := range out[i] {
+			var perr error
+			if p.fut != nil {
+				switch {
+				case expired:
+					perr = errors.New("no acknowledgement from JetStream within 10s")
+				default:
+					select {
+					case <-p.fut.Ok():
+					case perr = <-p.fut.Err():
+					case <-deadline.C:
+						expired = true
+						perr = errors.New("no acknowledgement from JetStream within 10s")
+					case <-ctx.Done():
+						expired = true
+						perr = ctx.Err()
+					}
+				}
+				if p.span != nil {
+					p.span.End()
+				}
+				if perr == nil {
+					acked++
+					if r.cfg.PublishLatency != nil {
+						r.cfg.PublishLatency.Record(ctx, time.Since(p.start).Seconds())
+					}
+				}
+			}
+			if perr != nil && !broken {
+				broken = true
+				errs[i] = fmt.Errorf("publish: %w", perr)
+			}
+			if !broken {
+				done[i]++
+			}
+		}
+	}
+	var popDevs []string
+	var popEntries [][][]byte
+	var popIdx []int
+	for i := range devs {
+		if done[i] > 0 {
+			popDevs, popEntries, popIdx = append(popDevs, devs[i]), append(popEntries, entries[i][:done[i]]), append(popIdx, i)
+		}
+	}
+	if len(popDevs) == 0 {
+		return errs, more
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := r.st.PopOutboxes(pctx, popDevs, popEntries); err != nil {
+		for _, i := range popIdx {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
+		return errs, more
+	}
+	r.mu.Lock()
+	r.published += uint64(acked)
+	r.mu.Unlock()
+	if r.cfg.PublishedCounter != nil {
+		r.cfg.PublishedCounter.Add(ctx, int64(acked))
+	}
+	return errs, more
 }
 
-func (r *Relay) publish(ctx context.Context, entry []byte) error {
+// publish hands one event to JetStream without waiting for its acknowledgement. A nil
+// future with a nil error means the entry was dropped (it can never be published).
+func (r *Relay) publish(ctx context.Context, dev string, entry []byte) (jetstream.PubAckFuture, trace.Span, error) {
 	var ev eventsv1.Event
 	if err := proto.Unmarshal(entry, &ev); err != nil || ev.GetEventId() == "" {
 		// Not one of ours: publishing it would poison consumers. Drop it loudly (only the
 		// session service writes outboxes, so this means a bug, not bad input).
-		r.log.Error("outbox entry is not an event; dropped", "bytes", len(entry))
-		return nil
+		r.log.Error("outbox entry is not an event; dropped", "device_id", dev, "bytes", len(entry))
+		return nil, nil, nil
 	}
 	msg := &nats.Msg{Subject: events.Subject(&ev), Data: entry, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, ev.GetEventId())
+	var span trace.Span
 	if r.cfg.Tracer != nil && r.cfg.Propagator != nil {
 		// The publish span is a child of the span that committed the event, and the
 		// consumer's span will be a child of this one (traceparent in the NATS headers).
 		pctx := r.cfg.Propagator.Extract(ctx, propagation.MapCarrier{"traceparent": ev.GetTraceParent()})
-		pctx, span := r.cfg.Tracer.Start(pctx, "events publish", trace.WithSpanKind(trace.SpanKindProducer),
+		pctx, span = r.cfg.Tracer.Start(pctx, "events publish", trace.WithSpanKind(trace.SpanKindProducer),
 			trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", msg.Subject), attribute.String("device_id", ev.GetDeviceId())))
-		defer span.End()
 		r.cfg.Propagator.Inject(pctx, telemetry.HeaderCarrier(msg.Header))
 	} else if tp := ev.GetTraceParent(); tp != "" {
 		msg.Header.Set("traceparent", tp)
 	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	start := time.Now()
-	_, err := r.js.PublishMsg(pctx, msg)
-	if r.cfg.PublishLatency != nil {
-		r.cfg.PublishLatency.Record(ctx, time.Since(start).Seconds())
-	}
-	if err == nil && r.cfg.PublishedCounter != nil {
-		r.cfg.PublishedCounter.Add(ctx, 1)
-	}
+	fut, err := r.js.PublishMsgAsync(msg)
 	if err != nil {
+		if span != nil {
+			span.End()
+		}
 		if errors.Is(err, nats.ErrMaxPayload) {
 			// Can never succeed: retrying would block the device's later events forever.
 			r.log.Error("event larger than the NATS maximum payload; dropped", "device_id", ev.GetDeviceId(), "subject", msg.Subject, "bytes", len(entry))
-			return nil
+			return nil, nil, nil
 		}
-		return fmt.Errorf("publish %s: %w", msg.Subject, err)
+		return nil, nil, fmt.Errorf("publish %s: %w", msg.Subject, err)
 	}
-	return nil
+	return fut, span, nil
 }
 
 // EnsureStream creates or updates the events stream.

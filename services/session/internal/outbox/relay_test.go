@@ -6,12 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -152,5 +154,99 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("timed out")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// pipelines counts Redis pipelines (each is one round trip on a single Redis).
+type pipelines struct{ n, cmds atomic.Int64 }
+
+func (p *pipelines) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (p *pipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { p.cmds.Add(1); return next(ctx, cmd) }
+}
+func (p *pipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { p.n.Add(1); return next(ctx, cmds) }
+}
+
+// TestBatchesAcrossDevices: many devices' outboxes are relayed together (a pipelined read
+// and a pipelined removal per batch, not two round trips per device), every event once and
+// in commit order per device; an entry that is not an event is dropped without holding up
+// the device's later events.
+func TestBatchesAcrossDevices(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := startNATS(t, -1, t.TempDir())
+	defer ns.Shutdown()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := EnsureStream(ctx, js, "EVB"); err != nil {
+		t.Fatal(err)
+	}
+	rdb := testredis.Client(t)
+	hook := &pipelines{}
+	rdb.AddHook(hook)
+	st := store.New(rdb, testredis.Prefix(t), store.Options{})
+	const devices, per = 300, 3
+	devs := make([]string, devices)
+	for i := range devs {
+		devs[i] = fmt.Sprintf("IMEI:B%04d", i)
+		var evs [][]byte
+		for j := 0; j < per; j++ {
+			evs = append(evs, event(devs[i], j))
+			if i == 7 && j == 1 {
+				evs = append(evs, []byte("not an event"))
+			}
+		}
+		if err := st.AppendOutbox(ctx, devs[i], evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := New(st, js, slog.New(slog.NewTextHandler(io.Discard, nil)), Config{ScanInterval: time.Hour})
+	for _, d := range devs {
+		r.Notify(d)
+	}
+	p0, c0 := hook.n.Load(), hook.cmds.Load()
+	go r.Run(ctx)
+	waitFor(t, func() bool { return r.Published() == devices*per })
+	for _, d := range []string{devs[0], devs[7], devs[devices-1]} {
+		waitFor(t, func() bool { left, _ := st.ReadOutbox(ctx, d, 10); return len(left) == 0 })
+	}
+	pipes, single := hook.n.Load()-p0, hook.cmds.Load()-c0
+	// 300 devices fit two batches of at most 256: about four pipelines, plus the start-up
+	// scan (single commands) and its re-notifications.
+	if pipes > 12 {
+		t.Errorf("%d pipelines for %d devices, want batches (≤ 12)", pipes, devices)
+	}
+	t.Logf("%d devices × %d events: %d pipelines, %d single commands", devices, per, pipes, single)
+
+	cons, err := js.OrderedConsumer(ctx, "EVB", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string][]string{}
+	for i := 0; i < devices*per; i++ {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev eventsv1.Event
+		if err := proto.Unmarshal(m.Data(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		seen[ev.DeviceId] = append(seen[ev.DeviceId], ev.EventId)
+	}
+	for _, d := range devs {
+		if len(seen[d]) != per {
+			t.Fatalf("%s: %d events, want %d", d, len(seen[d]), per)
+		}
+		for j, id := range seen[d] {
+			if id != fmt.Sprintf("%s-%03d", d, j) {
+				t.Fatalf("%s: event %d is %s: out of order or duplicated", d, j, id)
+			}
+		}
 	}
 }

@@ -41,6 +41,75 @@ func (s *Store) ReadOutbox(ctx context.Context, deviceID string, n int) ([][]byt
 	return out, nil
 }
 
+// ReadOutboxes returns up to n of the oldest pending events of each device, in one
+// pipeline (one round trip on a single Redis; one per master on a Cluster). out[i] is
+// nil for a device whose read failed; err reports the first failure.
+func (s *Store) ReadOutboxes(ctx context.Context, deviceIDs []string, n int) (out [][][]byte, err error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, len(deviceIDs))
+	for i, d := range deviceIDs {
+		cmds[i] = pipe.LRange(ctx, s.outboxKey(d), 0, int64(n)-1)
+	}
+	if _, perr := pipe.Exec(ctx); perr != nil {
+		err = fmt.Errorf("read outboxes: %w", perr)
+	}
+	out = make([][][]byte, len(deviceIDs))
+	for i, c := range cmds {
+		vals, cerr := c.Result()
+		if cerr != nil {
+			continue
+		}
+		out[i] = make([][]byte, len(vals))
+		for j, v := range vals {
+			out[i][j] = []byte(v)
+		}
+	}
+	return out, err
+}
+
+// PopOutboxes is PopOutbox for several devices in one pipeline: published[i] are the
+// entries of deviceIDs[i] to remove. It returns how many were removed per device.
+func (s *Store) PopOutboxes(ctx context.Context, deviceIDs []string, published [][][]byte) ([]int, error) {
+	run := func() ([]*redis.Cmd, error) {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(deviceIDs))
+		for i, d := range deviceIDs {
+			args := make([]any, len(published[i]))
+			for j, p := range published[i] {
+				args[j] = p
+			}
+			cmds[i] = popScript.EvalSha(ctx, pipe, []string{s.outboxKey(d)}, args...)
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := run()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// The script cache was flushed or this is a new master: load it and go again
+		// (entries already popped are not popped twice: the script checks the head).
+		if lerr := s.loadScript(ctx, popScript); lerr != nil {
+			return nil, fmt.Errorf("pop outboxes: %w", lerr)
+		}
+		cmds, err = run()
+	}
+	n := make([]int, len(deviceIDs))
+	for i, c := range cmds {
+		n[i], _ = c.Int()
+	}
+	if err != nil {
+		return n, fmt.Errorf("pop outboxes: %w", err)
+	}
+	return n, nil
+}
+
+// loadScript loads sc on every master (a pipelined EVALSHA cannot fall back to EVAL).
+func (s *Store) loadScript(ctx context.Context, sc *redis.Script) error {
+	if c, ok := s.rdb.(*redis.ClusterClient); ok {
+		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return sc.Load(ctx, m).Err() })
+	}
+	return sc.Load(ctx, s.rdb).Err()
+}
+
 // popScript removes published entries from the head of the outbox, but only while the head
 // is exactly the entry that was published: two relays working on one device (after a
 // restart, or on two workers) can never drop an entry the other has not published.

@@ -18,7 +18,11 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
 
+	syncmlv1 "github.com/dmgrid/dmgrid/proto/dmgrid/syncml/v1"
+
+	"github.com/dmgrid/dmgrid/pkg/syncmlpb"
 	"github.com/dmgrid/dmgrid/services/session/internal/engine"
 )
 
@@ -151,12 +155,21 @@ func (s *Store) decodeAccount(data, cn, sn string) (*Device, error) {
 	return &Device{Account: a, Labels: st.Labels, RequestID: st.RequestID, Created: st.Created, Updated: st.Updated, Etag: st.Etag}, nil
 }
 
-// loadScript returns, for one device: account fields (data, client nonce, server nonce),
-// the session record, and the first ARGV[2] commands of the queue. Command keys are built
-// from the device's own hash tag, so they are in the script's slot.
+// The session record is a hash: v (version, compared and bumped by Commit), s (the engine's
+// Session as JSON), h (body hash of the last client message) and r (our reply to it as a
+// dmgrid.syncml.v1.Message). Load returns r only for a message with that body hash (a
+// retransmission), so the common message does not carry the previous reply back.
+
+// loadScript returns, for one device: account fields (data, client nonce, server nonce,
+// DevDetail time), the session's version, record and last body hash, the last reply when
+// ARGV[3] equals that hash, the first ARGV[2] commands of the queue, and the incoming
+// large-object buffer. Command keys are built from the device's own hash tag, so they are
+// in the script's slot.
 var loadScript = redis.NewScript(`
 local acct = redis.call('HMGET', KEYS[1], 'data', 'cn', 'sn', 'dd')
-local sess = redis.call('GET', KEYS[2])
+local sess = redis.call('HMGET', KEYS[2], 'v', 's', 'h')
+local reply = false
+if sess[3] and ARGV[3] ~= '' and sess[3] == ARGV[3] then reply = redis.call('HGET', KEYS[2], 'r') end
 local ids = redis.call('ZRANGE', KEYS[3], 0, tonumber(ARGV[2]) - 1)
 local cmds = {}
 for i, id in ipairs(ids) do
@@ -164,16 +177,22 @@ for i, id in ipairs(ids) do
   if c then cmds[#cmds + 1] = c end
 end
 local lo = false
-if sess then lo = redis.call('GET', KEYS[4]) end
-return {acct[1] or false, acct[2] or false, acct[3] or false, sess or false, cmds, acct[4] or false, lo}
+if sess[2] then lo = redis.call('GET', KEYS[4]) end
+return {acct[1] or false, acct[2] or false, acct[3] or false, acct[4] or false,
+  sess[1] or false, sess[2] or false, sess[3] or false, reply or false, cmds, lo}
 `)
 
-// Load reads everything the engine needs for one message in one round trip.
-func (s *Store) Load(ctx context.Context, deviceID, sessionID string) (engine.State, error) {
+// Load reads everything the engine needs for one message in one round trip. bodyHash is
+// the message's body hash (engine.Input.BodyHash): the cached reply comes back only when
+// it matches the last message's.
+func (s *Store) Load(ctx context.Context, deviceID, sessionID, bodyHash string) (engine.State, error) {
 	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.loKey(deviceID, sessionID)}
-	res, err := loadScript.Run(ctx, s.rdb, keys, s.cmdPrefix(deviceID), s.opt.MaxQueueLoad).Slice()
+	res, err := loadScript.Run(ctx, s.rdb, keys, s.cmdPrefix(deviceID), s.opt.MaxQueueLoad, bodyHash).Slice()
 	if err != nil {
 		return engine.State{}, fmt.Errorf("load device %s: %w", deviceID, err)
+	}
+	if len(res) != 10 {
+		return engine.State{}, fmt.Errorf("load device %s: script returned %d values", deviceID, len(res))
 	}
 	var st engine.State
 	if data, ok := res[0].(string); ok {
@@ -184,26 +203,27 @@ func (s *Store) Load(ctx context.Context, deviceID, sessionID string) (engine.St
 			return st, err
 		}
 		st.Account = &d.Account
-		if dd, ok := res[5].(string); ok {
+		if dd, ok := res[3].(string); ok {
 			if ms, err := strconv.ParseInt(dd, 10, 64); err == nil {
 				st.Account.DevDetailAt = time.UnixMilli(ms)
 			}
 		}
 	}
-	if raw, ok := res[3].(string); ok {
-		var sess engine.Session
-		if err := json.Unmarshal([]byte(raw), &sess); err != nil {
+	if raw, ok := res[5].(string); ok {
+		sess, err := decodeSession(res[4], raw, res[6], res[7])
+		if err != nil {
 			return st, fmt.Errorf("decode session %s/%s: %w", deviceID, sessionID, err)
 		}
 		if sess.InLO != nil {
-			if buf, ok := res[6].(string); ok {
+			if buf, ok := res[9].(string); ok {
 				sess.InLO.Buf = []byte(buf)
 			}
 		}
-		st.Session = &sess
+		st.Session = sess
 	}
-	if list, ok := res[4].([]any); ok {
+	if list, ok := res[8].([]any); ok {
 		st.Queue = make([]*engine.Command, 0, len(list))
+		st.Stored = make([]string, 0, len(list))
 		for _, v := range list {
 			raw, _ := v.(string)
 			var c engine.Command
@@ -211,41 +231,64 @@ func (s *Store) Load(ctx context.Context, deviceID, sessionID string) (engine.St
 				return st, fmt.Errorf("decode command of %s: %w", deviceID, err)
 			}
 			st.Queue = append(st.Queue, &c)
+			st.Stored = append(st.Stored, raw)
 		}
 	}
 	return st, nil
 }
 
+// decodeSession rebuilds a session from its hash fields v, s, h and (when returned) r.
+func decodeSession(v any, raw string, h, r any) (*engine.Session, error) {
+	var sess engine.Session
+	if err := json.Unmarshal([]byte(raw), &sess); err != nil {
+		return nil, err
+	}
+	vs, _ := v.(string)
+	ver, err := strconv.ParseInt(vs, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("version %q: %w", vs, err)
+	}
+	sess.Version = ver
+	sess.LastReqHash, _ = h.(string)
+	if rb, ok := r.(string); ok && rb != "" {
+		var pm syncmlv1.Message
+		if err := proto.Unmarshal([]byte(rb), &pm); err != nil {
+			return nil, fmt.Errorf("cached reply: %w", err)
+		}
+		m, err := syncmlpb.FromProto(&pm)
+		if err != nil {
+			return nil, fmt.Errorf("cached reply: %w", err)
+		}
+		sess.LastReply = m
+	}
+	return &sess, nil
+}
+
 // commitScript applies an engine Output atomically.
 //
 //	KEYS: 1 acct, 2 session, 3 queue, 4 outbox, 5 seq, 6 all-commands index, 7 large-object buffer
-//	ARGV: 1 expected session version (0 = must not exist), 2 session json ("" = leave),
-//	      3 session ttl ms, 4 client nonce b64 ("" = keep), 5 server nonce b64,
+//	ARGV: 1 expected session version (0 = must not exist), 2 session json ("" = leave;
+//	      otherwise 9.. carry its last body hash and reply), 3 session ttl ms, 4 client nonce b64 ("" = keep), 5 server nonce b64,
 //	      6 command key prefix, 7 command ttl ms (terminal), 8 n commands, then per command:
-//	      id, expected state ("" = any), json, terminal (1/0); then n dequeue ids; then
+//	      id, expected record as loaded ("" = none expected), json, terminal (1/0); then n dequeue ids; then
 //	      n events; then n new command ids (queued by the engine itself); then the
 //	      DevDetail policy time in unix ms ("" = keep); then large-object reset (1/0) and
-//	      the bytes to append to the incoming large-object buffer (KEYS 7).
+//	      the bytes to append to the incoming large-object buffer (KEYS 7); then the
+//	      session's last body hash and last reply (hash fields h and r).
 //
-// A session version mismatch, or a command whose stored state is not the one the engine
-// saw (e.g. cancelled meanwhile), aborts with 0 and changes nothing.
+// A session version mismatch, or a command whose record is not the one the engine saw
+// (cancelled or sent by another session meanwhile), aborts with 0 and changes nothing.
 var commitScript = redis.NewScript(`
-local sv = redis.call('GET', KEYS[2])
-local have = 0
-if sv then have = cjson.decode(sv)['version'] or 0 end
+local have = tonumber(redis.call('HGET', KEYS[2], 'v') or '0')
 if have ~= tonumber(ARGV[1]) then return 0 end
 local n = tonumber(ARGV[8])
 local i = 9
 for k = 1, n do
   local id, want = ARGV[i], ARGV[i + 1]
   if want ~= '' then
-    local cur = redis.call('GET', ARGV[6] .. id)
-    if not cur or cjson.decode(cur)['state'] ~= want then return 0 end
+    if redis.call('GET', ARGV[6] .. id) ~= want then return 0 end
   end
   i = i + 4
-end
-if ARGV[2] ~= '' then
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'cn', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'sn', ARGV[5]) end
@@ -278,6 +321,11 @@ elseif ARGV[i + 1] ~= '' then
   redis.call('APPEND', KEYS[7], ARGV[i + 1])
   redis.call('PEXPIRE', KEYS[7], ARGV[3])
 end
+i = i + 2
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[2], 'v', have + 1, 's', ARGV[2], 'h', ARGV[i], 'r', ARGV[i + 1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
 return 1
 `)
 
@@ -291,18 +339,25 @@ func (s *Store) Commit(ctx context.Context, deviceID, sessionID string, loaded e
 	if loaded.Session != nil {
 		expect = loaded.Session.Version
 	}
-	sessJSON := ""
+	sessJSON, lastHash, lastReply := "", "", []byte(nil)
 	if out.Session != nil {
 		out.Session.Version = expect + 1
 		b, err := json.Marshal(out.Session)
 		if err != nil {
 			return fmt.Errorf("encode session: %w", err)
 		}
-		sessJSON = string(b)
+		sessJSON, lastHash = string(b), out.Session.LastReqHash
+		if out.Session.LastReply != nil {
+			if lastReply, err = proto.Marshal(syncmlpb.ToProto(out.Session.LastReply)); err != nil {
+				return fmt.Errorf("encode cached reply: %w", err)
+			}
+		}
 	}
-	prior := make(map[string]engine.CmdState, len(loaded.Queue))
-	for _, c := range loaded.Queue {
-		prior[c.ID] = c.State
+	prior := make(map[string]string, len(loaded.Queue))
+	for i, c := range loaded.Queue {
+		if i < len(loaded.Stored) {
+			prior[c.ID] = loaded.Stored[i]
+		}
 	}
 	args := make([]any, 0, 12+4*len(out.Commands)+len(out.Dequeue)+len(events))
 	args = append(args, expect, sessJSON, s.opt.SessionTTL.Milliseconds(),
@@ -317,7 +372,7 @@ func (s *Store) Commit(ctx context.Context, deviceID, sessionID string, loaded e
 		if c.State.Terminal() {
 			term = "1"
 		}
-		args = append(args, c.ID, string(prior[c.ID]), string(b), term)
+		args = append(args, c.ID, prior[c.ID], string(b), term)
 	}
 	args = append(args, len(out.Dequeue))
 	for _, id := range out.Dequeue {
@@ -340,7 +395,7 @@ func (s *Store) Commit(ctx context.Context, deviceID, sessionID string, loaded e
 	if out.LOReset {
 		reset = "1"
 	}
-	args = append(args, reset, out.LOAppend)
+	args = append(args, reset, out.LOAppend, lastHash, lastReply)
 	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.outboxKey(deviceID), s.seqKey(deviceID), s.allKey(deviceID), s.loKey(deviceID, sessionID)}
 	n, err := commitScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {

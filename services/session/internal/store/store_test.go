@@ -184,7 +184,7 @@ func testQueue(t *testing.T, s *Store) {
 	if _, _, err := s.Enqueue(ctx, dev, "", []*engine.Command{mkCmd(dev, 4, engine.OpDelete)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	st, err := s.Load(ctx, dev, "S1")
+	st, err := s.Load(ctx, dev, "S1", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func testSession(t *testing.T, rdb redis.UniversalClient) {
 		t.Fatal(err)
 	}
 	// Warm the script cache so the count shows the steady state (EVALSHA hits).
-	if _, err := s.Load(ctx, dev, "x"); err != nil {
+	if _, err := s.Load(ctx, dev, "x", ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := commitScript.Load(ctx, rdb).Err(); err != nil && !isCluster(rdb) {
@@ -242,7 +242,7 @@ func testSession(t *testing.T, rdb redis.UniversalClient) {
 	send := func(m *syncml.Message, body string) engine.Output {
 		t.Helper()
 		before := rt.n.Load()
-		st, err := s.Load(ctx, dev, m.Header.SessionID)
+		st, err := s.Load(ctx, dev, m.Header.SessionID, dmauth.BodyHash([]byte(body)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,6 +267,19 @@ func testSession(t *testing.T, rdb redis.UniversalClient) {
 	if out.Reply.Body.Commands[0].Data != "212" {
 		t.Fatalf("auth: %s", out.Reply.Body.Commands[0].Data)
 	}
+	// The cached reply comes back (the same message) only for the same body: a retransmission.
+	want, err := syncml.Encode(out.Reply, syncml.EncodingXML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.Load(ctx, dev, "7", dmauth.BodyHash([]byte("pkg1"))); err != nil || st.Session == nil || st.Session.LastReply == nil {
+		t.Fatalf("load for a retransmission: %v, %+v", err, st.Session)
+	} else if got, err := syncml.Encode(st.Session.LastReply, syncml.EncodingXML); err != nil || string(got) != string(want) {
+		t.Fatalf("cached reply:\n%s\nwant\n%s", got, want)
+	}
+	if st, err := s.Load(ctx, dev, "7", dmauth.BodyHash([]byte("pkg3"))); err != nil || st.Session.LastReply != nil || st.Session.LastReqHash != dmauth.BodyHash([]byte("pkg1")) {
+		t.Fatalf("load for another body: %v, reply %v, hash %q", err, st.Session.LastReply != nil, st.Session.LastReqHash)
+	}
 	var get *syncml.Command
 	for i := range out.Reply.Body.Commands {
 		if out.Reply.Body.Commands[i].Kind == syncml.KindGet {
@@ -277,7 +290,7 @@ func testSession(t *testing.T, rdb redis.UniversalClient) {
 		t.Fatal("no Get in pkg2")
 	}
 	// A stale commit (another worker got there first) is refused and changes nothing.
-	st, _ := s.Load(ctx, dev, "7")
+	st, _ := s.Load(ctx, dev, "7", "")
 	stale := st
 	stale.Session = &engine.Session{Version: st.Session.Version - 1}
 	if err := s.Commit(ctx, dev, "7", stale, engine.Output{Commit: true, Session: &engine.Session{SessionID: "7"}}, nil); !errors.Is(err, ErrConflict) {
@@ -298,7 +311,7 @@ func testSession(t *testing.T, rdb redis.UniversalClient) {
 	if c.State != engine.StateCompleted || string(c.Results[0].Data) != "v1" {
 		t.Fatalf("command = %+v", c)
 	}
-	st, _ = s.Load(ctx, dev, "7")
+	st, _ = s.Load(ctx, dev, "7", "")
 	if len(st.Queue) != 0 || !st.Session.Ended {
 		t.Fatalf("after the session: queue %d, ended %v", len(st.Queue), st.Session.Ended)
 	}
