@@ -33,6 +33,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"sort"
 	"strconv"
@@ -57,6 +58,7 @@ import (
 type config struct {
 	devices      int
 	registered   int
+	growTo       int
 	concurrency  int
 	provisionC   int
 	workers      int
@@ -68,12 +70,15 @@ type config struct {
 	seed         uint64
 	verbose      bool
 	cpuProfile   string
+	memProfile   string
+	traceFile    string
 }
 
 func main() {
 	var c config
 	flag.IntVar(&c.devices, "devices", 2000, "simulated devices holding sessions")
 	flag.IntVar(&c.registered, "registered", 0, "extra idle devices registered (no sessions), to check that throughput stays flat as registered devices grow")
+	flag.IntVar(&c.growTo, "grow-to", 0, "after the other phases, register idle devices until this many devices are registered in all, and run the peak and the ceiling again: throughput flatness as the registry grows, in one run (0 skips)")
 	flag.IntVar(&c.concurrency, "concurrency", 64, "sessions in flight at a time (also the ceiling's concurrency)")
 	flag.IntVar(&c.provisionC, "provision-concurrency", 64, "concurrent DeviceService/CommandService calls while provisioning")
 	flag.IntVar(&c.workers, "workers", 2, "session workers")
@@ -85,6 +90,8 @@ func main() {
 	flag.Uint64Var(&c.seed, "seed", 1, "fleet seed (device ids, models, firmware)")
 	flag.BoolVar(&c.verbose, "v", false, "services' warnings and errors on stderr")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the peak run (the whole process: services and simulated devices) to this file")
+	flag.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (whole process, up to the end of the peak run) to this file")
+	flag.StringVar(&c.traceFile, "trace", "", "write a runtime execution trace of the paced run to this file (go tool trace)")
 	flag.Parse()
 	switch {
 	case c.devices < 1 || c.devices > 1_000_000:
@@ -99,6 +106,8 @@ func main() {
 		fail("-half-fraction must be in (0, 1]")
 	case c.live < 0:
 		fail("-live must not be negative")
+	case c.growTo != 0 && (c.growTo <= c.devices+c.registered || c.growTo > 10_000_000):
+		fail("-grow-to must exceed -devices + -registered and be at most 10,000,000")
 	}
 	c.live = min(c.live, c.devices)
 	os.Exit(run(c))
@@ -152,6 +161,7 @@ type report struct {
 	rtBreakdown    map[string]int64
 	cpuProc        time.Duration
 	cpuRedis       time.Duration
+	redisCmds      map[string]cmdStat
 	ceilingPerS    float64
 	ceilP50        float64
 	ceilP99        float64
@@ -167,6 +177,14 @@ type report struct {
 	memPerLive     float64
 	liveKeySamples []int64
 	cmdsChecked    int
+
+	growTotal     int
+	growDur       time.Duration
+	growMem       float64
+	growPeakRate  float64
+	growP99       float64
+	growCeiling   float64
+	growRTRequest float64
 }
 
 func (r *report) errorf(format string, args ...any) {
@@ -256,14 +274,27 @@ func run(c config) int {
 		}
 	}
 	rt0, cpu0, rcpu0 := hook.snap(), rusageCPU(), redisCPU(ctx, rdb)
+	cs0 := commandStats(ctx, rdb)
 	dur, err := runSessions(ctx, "peak sessions", devs, c.concurrency, func(int) dmsim.Transport { return peak }, opt, rep, peak)
 	if c.cpuProfile != "" {
 		pprof.StopCPUProfile()
+	}
+	if c.memProfile != "" {
+		if f, err := os.Create(c.memProfile); err == nil {
+			pprof.Lookup("allocs").WriteTo(f, 0)
+			f.Close()
+		}
 	}
 	if err != nil {
 		return abort(rep, err)
 	}
 	rep.cpuProc, rep.cpuRedis = rusageCPU()-cpu0, redisCPU(ctx, rdb)-rcpu0
+	rep.redisCmds = map[string]cmdStat{}
+	for k, v := range commandStats(ctx, rdb) {
+		if d := (cmdStat{v.calls - cs0[k].calls, v.usec - cs0[k].usec}); d.calls > 0 && k != "info" {
+			rep.redisCmds[k] = d
+		}
+	}
 	hook.quiesce(300*time.Millisecond, 10*time.Second)
 	rep.rtTotal, rep.rtRequest, rep.rtBreakdown = hook.since(rt0)
 	rep.peakSessions, rep.peakMsgs, rep.peakFailed, rep.peakDur = len(devs), peak.ok.Load(), peak.fail.Load(), dur
@@ -284,7 +315,18 @@ func run(c config) int {
 		rep.halfTarget = c.halfFraction * peakRate
 		paced := &meter{inner: httpTr, lat: &latencies{}, every: time.Duration(float64(time.Second) / rep.halfTarget)}
 		label := fmt.Sprintf("paced %.0f msg/s", rep.halfTarget)
+		if c.traceFile != "" {
+			if f, err := os.Create(c.traceFile); err == nil {
+				defer f.Close()
+				if err := trace.Start(f); err == nil {
+					defer trace.Stop()
+				}
+			}
+		}
 		d, err := runSessions(ctx, label, devs, c.concurrency, func(int) dmsim.Transport { return paced }, opt, rep, paced)
+		if c.traceFile != "" {
+			trace.Stop()
+		}
 		if err != nil {
 			return abort(rep, err)
 		}
@@ -300,8 +342,18 @@ func run(c config) int {
 		}
 	}
 
+	// The registry grows; the same peak and ceiling again.
+	if c.growTo > 0 {
+		if err := grow(ctx, c, st, rdb, hook, devs, httpTr, opt, rep); err != nil {
+			return abort(rep, err)
+		}
+	}
+
 	rounds := func(i int) int {
 		n := 1
+		if c.growTo > 0 {
+			n++
+		}
 		if c.half && peakRate > 0 {
 			n++
 		}
@@ -366,19 +418,35 @@ func parallel(ctx context.Context, n, conc int, p *progress, f func(ctx context.
 
 func provision(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Client, devs []*dmsim.Device, rep *report) error {
 	total := len(devs) + c.registered
-	mem0, err := usedMemory(ctx, rdb)
+	start := time.Now()
+	perDevice, err := register(ctx, c, st, rdb, devs, 0, total, "provisioning devices")
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	p := startProgress("provisioning devices", total, nil)
-	err = parallel(ctx, total, c.provisionC, p, func(ctx context.Context, i int) error {
+	rep.provisionDur = time.Since(start)
+	rep.devicesCreated = total
+	rep.memPerDevice = perDevice
+	fmt.Printf("provisioning: %d devices in %.1fs (%.0f/s) through the DeviceService; Redis used_memory (without client buffers) = %.0f B per device\n",
+		total, rep.provisionDur.Seconds(), float64(total)/rep.provisionDur.Seconds(), rep.memPerDevice)
+	return nil
+}
+
+// register creates devices [from, to) through the DeviceService: the simulated devices
+// first (i < len(devs)), then idle ones of the same account shape that never hold a session.
+// It returns Redis used memory per created device.
+func register(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Client, devs []*dmsim.Device, from, to int, label string) (float64, error) {
+	mem0, err := usedMemory(ctx, rdb)
+	if err != nil {
+		return 0, err
+	}
+	p := startProgress(label, to-from, nil)
+	err = parallel(ctx, to-from, c.provisionC, p, func(ctx context.Context, k int) error {
+		i := from + k
 		var d *devicev1.Device
 		if i < len(devs) {
 			dc := devs[i].Config()
 			d = &devicev1.Device{DeviceId: dc.DevID, ClientAuth: &devicev1.AuthConfig{Type: authTypes[dc.AuthType], Name: dc.ClientName, Secret: dc.ClientSecret}}
 		} else {
-			// Idle devices: the same account shape, never in a session.
 			id := fmt.Sprintf("IMEI:99%013d", i)
 			d = &devicev1.Device{DeviceId: id, ClientAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_MD5, Name: "idle-" + strconv.Itoa(i), Secret: "idle-secret-" + strconv.Itoa(i)}}
 		}
@@ -390,18 +458,13 @@ func provision(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Client, 
 	})
 	p.finish()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	rep.provisionDur = time.Since(start)
-	rep.devicesCreated = total
 	mem1, err := usedMemory(ctx, rdb)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	rep.memPerDevice = float64(mem1-mem0) / float64(total)
-	fmt.Printf("provisioning: %d devices in %.1fs (%.0f/s) through the DeviceService; Redis used_memory (without client buffers) +%.1f MiB = %.0f B per device\n",
-		total, rep.provisionDur.Seconds(), float64(total)/rep.provisionDur.Seconds(), float64(mem1-mem0)/(1<<20), rep.memPerDevice)
-	return nil
+	return float64(mem1-mem0) / float64(to-from), nil
 }
 
 // enqueueAll queues the session's work for every device: Get ./DevDetail/FwV and a Replace.
@@ -530,6 +593,39 @@ func runCeiling(ctx context.Context, c config, samples []sample, d time.Duration
 	return nil
 }
 
+// grow registers idle devices up to c.growTo and repeats the peak run and the ceiling.
+func grow(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Client, hook *rtHook, devs []*dmsim.Device, httpTr dmsim.Transport, opt dmsim.SessionOptions, rep *report) error {
+	from := len(devs) + c.registered
+	start := time.Now()
+	perDevice, err := register(ctx, c, st, rdb, devs, from, c.growTo, fmt.Sprintf("registering to %d", c.growTo))
+	if err != nil {
+		return err
+	}
+	rep.growTotal, rep.growDur, rep.growMem = c.growTo, time.Since(start), perDevice
+	if err := enqueueAll(ctx, c, st, devs, "enqueue (grown)", rep); err != nil {
+		return err
+	}
+	hook.quiesce(300*time.Millisecond, 10*time.Second)
+	m := &meter{inner: httpTr, lat: &latencies{}, keep: 20000}
+	rt0 := hook.snap()
+	d, err := runSessions(ctx, fmt.Sprintf("peak at %d registered", c.growTo), devs, c.concurrency, func(int) dmsim.Transport { return m }, opt, rep, m)
+	if err != nil {
+		return err
+	}
+	hook.quiesce(300*time.Millisecond, 10*time.Second)
+	_, req, _ := hook.since(rt0)
+	rep.growPeakRate = float64(m.ok.Load()) / d.Seconds()
+	rep.growRTRequest = float64(req) / float64(max(m.ok.Load(), 1))
+	_, _, rep.growP99 = m.lat.percentiles()
+	var cr report
+	if err := runCeiling(ctx, c, m.samples, max(d, c.ceilingMin), &cr); err != nil {
+		return err
+	}
+	rep.growCeiling = cr.ceilingPerS
+	rep.errors = append(rep.errors, cr.errors...)
+	return nil
+}
+
 // liveSessions opens a session on each device and holds it after the server's commands
 // arrive (commands sent, session record written), measures Redis memory against the
 // moment before, then lets the sessions finish.
@@ -654,6 +750,17 @@ func printReport(c config, r *report) {
 	if r.peakMsgs > 0 {
 		fmt.Printf("  CPU per message: %.0f µs in this process (gateway, workers, NATS, simulated devices), %.0f µs in redis-server\n",
 			float64(r.cpuProc.Microseconds())/float64(r.peakMsgs), float64(r.cpuRedis.Microseconds())/float64(r.peakMsgs))
+		names := make([]string, 0, len(r.redisCmds))
+		for k := range r.redisCmds {
+			names = append(names, k)
+		}
+		sort.Slice(names, func(i, j int) bool { return r.redisCmds[names[i]].usec > r.redisCmds[names[j]].usec })
+		fmt.Printf("  redis-server command time (INFO commandstats; a script's time includes the commands it runs):")
+		for _, k := range names[:min(len(names), 8)] {
+			c := r.redisCmds[k]
+			fmt.Printf(" %s %.1f µs/msg (%.1f calls/msg)", k, float64(c.usec)/float64(r.peakMsgs), float64(c.calls)/float64(r.peakMsgs))
+		}
+		fmt.Println()
 	}
 	fmt.Printf("ceiling: bare net/http echo of the same request bodies, same client and concurrency: %.0f messages/s (p50 %.2f ms, p99 %.2f ms, %.0f µs CPU/msg); dmgrid = %.3f of it (goal ≥ 0.25)\n",
 		r.ceilingPerS, r.ceilP50, r.ceilP99, float64(r.ceilCPU.Microseconds())/float64(max(r.ceilMsgs, 1)), ratio)
@@ -676,6 +783,13 @@ func printReport(c config, r *report) {
 			r.memPerLive, r.liveHeld, med, len(r.liveKeySamples))
 	}
 	fmt.Println()
+	flat, flatNorm := 0.0, 0.0
+	if r.growTotal > 0 && peakRate > 0 && r.ceilingPerS > 0 && r.growCeiling > 0 {
+		flat = r.growPeakRate / peakRate
+		flatNorm = (r.growPeakRate / r.growCeiling) / (peakRate / r.ceilingPerS)
+		fmt.Printf("grown to %d registered devices (+%d in %.0fs, %.0f B each): peak %.0f messages/s (p99 %.2f ms, %.2f Redis round trips per message while handling it), ceiling %.0f/s; throughput %.3f of the run at %d registered (%.3f as a share of each run's own ceiling; goal within 10%%)\n",
+			r.growTotal, r.growTotal-r.devicesCreated, r.growDur.Seconds(), r.growMem, r.growPeakRate, r.growP99, r.growRTRequest, r.growCeiling, flat, r.devicesCreated, flatNorm)
+	}
 	fmt.Printf("commands: %d checked, each must be completed after exactly one attempt\n", r.cmdsChecked)
 	if len(r.errors) > 0 {
 		fmt.Printf("ERRORS: %d\n", len(r.errors))
@@ -684,7 +798,9 @@ func printReport(c config, r *report) {
 		}
 	}
 	fmt.Printf("RESULT sessions_per_s=%.0f msgs_per_s=%.0f ceiling_per_s=%.0f ratio=%.3f p50_ms=%.2f p99_ms=%.2f redis_rt_per_msg=%.2f errors=%d"+
-		" p95_ms=%.2f half_msgs_per_s=%.0f half_p50_ms=%.2f half_p99_ms=%.2f redis_rt_per_msg_request=%.2f mem_per_device_b=%.0f mem_per_live_session_b=%.0f devices=%d registered=%d concurrency=%d\n",
+		" p95_ms=%.2f half_msgs_per_s=%.0f half_p50_ms=%.2f half_p99_ms=%.2f redis_rt_per_msg_request=%.2f mem_per_device_b=%.0f mem_per_live_session_b=%.0f devices=%d registered=%d concurrency=%d"+
+		" grown_registered=%d grown_msgs_per_s=%.0f grown_ceiling_per_s=%.0f flat=%.3f flat_vs_ceiling=%.3f\n",
 		sessRate, peakRate, r.ceilingPerS, ratio, r.p50, r.p99, rtPerMsg, len(r.errors),
-		r.p95, r.halfAchieved, r.halfP50, r.halfP99, rtReqPerMsg, r.memPerDevice, r.memPerLive, c.devices, c.registered, c.concurrency)
+		r.p95, r.halfAchieved, r.halfP50, r.halfP99, rtReqPerMsg, r.memPerDevice, r.memPerLive, c.devices, c.registered, c.concurrency,
+		r.growTotal, r.growPeakRate, r.growCeiling, flat, flatNorm)
 }

@@ -346,3 +346,35 @@ func (p *progress) finish() {
 	close(p.stop)
 	p.wg.Wait()
 }
+
+// cmdStat is one line of INFO commandstats.
+type cmdStat struct{ calls, usec int64 }
+
+// commandStats is INFO commandstats by command. A script's usec includes the commands it
+// runs, which are also listed on their own.
+func commandStats(ctx context.Context, rdb *redis.Client) map[string]cmdStat {
+	s, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return nil
+	}
+	out := map[string]cmdStat{}
+	for _, l := range strings.Split(s, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(l), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		var st cmdStat
+		for _, f := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(f, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "usec":
+				st.usec = n
+			case "calls":
+				st.calls = n
+			}
+		}
+		out[strings.TrimPrefix(name, "cmdstat_")] = st
+	}
+	return out
+}
