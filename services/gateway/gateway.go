@@ -343,7 +343,7 @@ func (g *Gateway) handleDM(w http.ResponseWriter, r *http.Request, recv time.Tim
 			}
 		}
 		if err != nil {
-			g.log.Error("encode reply", "device_id", m.Header.Source.LocURI, "err", err)
+			g.log.Error("encode reply", "device_id", m.Header.Source.LocURI, "session_id", m.Header.SessionID, "msg_id", m.Header.MsgID, "err", err)
 			httpError(w, http.StatusInternalServerError, "encode reply")
 			return
 		}

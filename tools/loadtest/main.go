@@ -8,8 +8,11 @@
 // peak run (unthrottled, -concurrency sessions at a time: sessions/s, messages/s, latency
 // per HTTP round trip, Redis round trips per message); the ceiling (a bare net/http handler
 // echoing the same request bodies, same load generator and concurrency); the half-peak run
-// (messages paced to 50% of the peak rate); live sessions held open (Redis memory per
-// session); then every command is checked to be completed exactly once.
+// (messages paced to 50% of the peak rate) and, as its control, the echo handler paced the
+// same way; live sessions held open (Redis memory per session); with -grow-to, idle
+// devices registered up to that many and the peak and the ceiling run again (throughput
+// flatness as the registry grows, in the same run); then every command is checked to be
+// completed exactly once.
 //
 // The last line is machine-readable:
 //
@@ -59,6 +62,7 @@ type config struct {
 	devices      int
 	registered   int
 	growTo       int
+	flatRounds   int
 	concurrency  int
 	provisionC   int
 	workers      int
@@ -79,6 +83,7 @@ func main() {
 	flag.IntVar(&c.devices, "devices", 2000, "simulated devices holding sessions")
 	flag.IntVar(&c.registered, "registered", 0, "extra idle devices registered (no sessions), to check that throughput stays flat as registered devices grow")
 	flag.IntVar(&c.growTo, "grow-to", 0, "after the other phases, register idle devices until this many devices are registered in all, and run the peak and the ceiling again: throughput flatness as the registry grows, in one run (0 skips)")
+	flag.IntVar(&c.flatRounds, "flat-rounds", 3, "with -grow-to: peak runs at each registry size (medians are compared)")
 	flag.IntVar(&c.concurrency, "concurrency", 64, "sessions in flight at a time (also the ceiling's concurrency)")
 	flag.IntVar(&c.provisionC, "provision-concurrency", 64, "concurrent DeviceService/CommandService calls while provisioning")
 	flag.IntVar(&c.workers, "workers", 2, "session workers")
@@ -108,6 +113,8 @@ func main() {
 		fail("-live must not be negative")
 	case c.growTo != 0 && (c.growTo <= c.devices+c.registered || c.growTo > 10_000_000):
 		fail("-grow-to must exceed -devices + -registered and be at most 10,000,000")
+	case c.flatRounds < 1 || c.flatRounds > 20:
+		fail("-flat-rounds must be between 1 and 20")
 	}
 	c.live = min(c.live, c.devices)
 	os.Exit(run(c))
@@ -173,18 +180,25 @@ type report struct {
 	halfP95        float64
 	halfP99        float64
 	halfFailed     int64
+	echoPacedRate  float64
+	echoPacedP50   float64
+	echoPacedP99   float64
 	liveHeld       int
 	memPerLive     float64
 	liveKeySamples []int64
 	cmdsChecked    int
 
-	growTotal     int
-	growDur       time.Duration
-	growMem       float64
-	growPeakRate  float64
-	growP99       float64
-	growCeiling   float64
-	growRTRequest float64
+	flatBefore     int
+	flatRateBefore float64
+	flatP99Before  float64
+	flatCeilBefore float64
+	growTotal      int
+	growDur        time.Duration
+	growMem        float64
+	growPeakRate   float64
+	growP99        float64
+	growCeiling    float64
+	growRTRequest  float64
 }
 
 func (r *report) errorf(format string, args ...any) {
@@ -333,6 +347,11 @@ func run(c config) int {
 		rep.halfAchieved = float64(paced.ok.Load()) / d.Seconds()
 		rep.halfP50, rep.halfP95, rep.halfP99 = paced.lat.percentiles()
 		rep.halfFailed = paced.fail.Load()
+		// Control: the bare echo handler under the same paced load, same client and
+		// concurrency: the latency floor of this machine, load generator and net/http.
+		if err := runEcho(ctx, c, peak.samples, d, paced.every, fmt.Sprintf("echo paced %.0f/s", rep.halfTarget), rep); err != nil {
+			return abort(rep, err)
+		}
 	}
 
 	// Live sessions held open.
@@ -352,7 +371,7 @@ func run(c config) int {
 	rounds := func(i int) int {
 		n := 1
 		if c.growTo > 0 {
-			n++
+			n += 2 * c.flatRounds
 		}
 		if c.half && peakRate > 0 {
 			n++
@@ -532,6 +551,12 @@ func echoHandler(w http.ResponseWriter, r *http.Request) {
 // runCeiling posts the peak run's request bodies to a bare net/http echo handler with the
 // same client, transport and concurrency for d.
 func runCeiling(ctx context.Context, c config, samples []sample, d time.Duration, rep *report) error {
+	return runEcho(ctx, c, samples, d, 0, "ceiling (echo)", rep)
+}
+
+// runEcho is the echo run: unpaced (every 0: the ceiling, into rep.ceil*) or paced to one
+// post per every (the latency control, into rep.echoPaced*).
+func runEcho(ctx context.Context, c config, samples []sample, d, every time.Duration, label string, rep *report) error {
 	if len(samples) == 0 {
 		return errors.New("no request bodies recorded for the ceiling")
 	}
@@ -543,12 +568,12 @@ func runCeiling(ctx context.Context, c config, samples []sample, d time.Duration
 	go srv.Serve(lis)
 	defer srv.Close()
 	url := "http://" + lis.Addr().String() + "/dm"
-	m := &meter{inner: &dmsim.HTTPTransport{Client: newHTTPClient(c.concurrency)}, lat: &latencies{}}
+	m := &meter{inner: &dmsim.HTTPTransport{Client: newHTTPClient(c.concurrency)}, lat: &latencies{}, every: every}
 	var next atomic.Int64
 	cpu0 := rusageCPU()
 	start := time.Now()
 	deadline := start.Add(d)
-	p := startProgress("ceiling (echo)", int(d/time.Millisecond), func() string {
+	p := startProgress(label, int(d/time.Millisecond), func() string {
 		return fmt.Sprintf("%d msgs  %.0f msg/s", m.ok.Load(), float64(m.ok.Load())/time.Since(start).Seconds())
 	})
 	stopTick := make(chan struct{})
@@ -584,7 +609,12 @@ func runCeiling(ctx context.Context, c config, samples []sample, d time.Duration
 		return err
 	}
 	if f := m.fail.Load(); f > 0 {
-		rep.errorf("ceiling: %d failed posts", f)
+		rep.errorf("%s: %d failed posts", label, f)
+	}
+	if every > 0 {
+		rep.echoPacedRate = float64(m.ok.Load()) / el.Seconds()
+		rep.echoPacedP50, _, rep.echoPacedP99 = m.lat.percentiles()
+		return nil
 	}
 	rep.ceilMsgs = m.ok.Load()
 	rep.ceilingPerS = float64(rep.ceilMsgs) / el.Seconds()
@@ -593,37 +623,64 @@ func runCeiling(ctx context.Context, c config, samples []sample, d time.Duration
 	return nil
 }
 
-// grow registers idle devices up to c.growTo and repeats the peak run and the ceiling.
+// grow measures throughput flatness as the registry grows: c.flatRounds peak runs (and a
+// ceiling) at the current registry size, idle devices registered up to c.growTo, and the
+// same again. Medians are compared, so one noisy run does not decide.
 func grow(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Client, hook *rtHook, devs []*dmsim.Device, httpTr dmsim.Transport, opt dmsim.SessionOptions, rep *report) error {
-	from := len(devs) + c.registered
+	rounds := func(label string) (rate, p99, rtReq, ceiling float64, err error) {
+		var rates, p99s []float64
+		var samples []sample
+		var longest time.Duration
+		var msgs, req int64
+		for k := 0; k < c.flatRounds; k++ {
+			if err := enqueueAll(ctx, c, st, devs, "enqueue ("+label+")", rep); err != nil {
+				return 0, 0, 0, 0, err
+			}
+			hook.quiesce(300*time.Millisecond, 10*time.Second)
+			m := &meter{inner: httpTr, lat: &latencies{}, keep: 20000}
+			rt0 := hook.snap()
+			d, err := runSessions(ctx, fmt.Sprintf("%s, round %d", label, k+1), devs, c.concurrency, func(int) dmsim.Transport { return m }, opt, rep, m)
+			if err != nil {
+				return 0, 0, 0, 0, err
+			}
+			hook.quiesce(300*time.Millisecond, 10*time.Second)
+			_, r, _ := hook.since(rt0)
+			msgs, req = msgs+m.ok.Load(), req+r
+			rates = append(rates, float64(m.ok.Load())/d.Seconds())
+			_, _, q := m.lat.percentiles()
+			p99s = append(p99s, q)
+			samples, longest = m.samples, max(longest, d)
+		}
+		var cr report
+		if err := runCeiling(ctx, c, samples, max(longest, c.ceilingMin), &cr); err != nil {
+			return 0, 0, 0, 0, err
+		}
+		rep.errors = append(rep.errors, cr.errors...)
+		return median(rates), median(p99s), float64(req) / float64(max(msgs, 1)), cr.ceilingPerS, nil
+	}
+	var err error
+	before := len(devs) + c.registered
+	rep.flatBefore = before
+	if rep.flatRateBefore, rep.flatP99Before, _, rep.flatCeilBefore, err = rounds(fmt.Sprintf("peak at %d registered", before)); err != nil {
+		return err
+	}
 	start := time.Now()
-	perDevice, err := register(ctx, c, st, rdb, devs, from, c.growTo, fmt.Sprintf("registering to %d", c.growTo))
+	perDevice, err := register(ctx, c, st, rdb, devs, before, c.growTo, fmt.Sprintf("registering to %d", c.growTo))
 	if err != nil {
 		return err
 	}
 	rep.growTotal, rep.growDur, rep.growMem = c.growTo, time.Since(start), perDevice
-	if err := enqueueAll(ctx, c, st, devs, "enqueue (grown)", rep); err != nil {
-		return err
+	rep.growPeakRate, rep.growP99, rep.growRTRequest, rep.growCeiling, err = rounds(fmt.Sprintf("peak at %d registered", c.growTo))
+	return err
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
 	}
-	hook.quiesce(300*time.Millisecond, 10*time.Second)
-	m := &meter{inner: httpTr, lat: &latencies{}, keep: 20000}
-	rt0 := hook.snap()
-	d, err := runSessions(ctx, fmt.Sprintf("peak at %d registered", c.growTo), devs, c.concurrency, func(int) dmsim.Transport { return m }, opt, rep, m)
-	if err != nil {
-		return err
-	}
-	hook.quiesce(300*time.Millisecond, 10*time.Second)
-	_, req, _ := hook.since(rt0)
-	rep.growPeakRate = float64(m.ok.Load()) / d.Seconds()
-	rep.growRTRequest = float64(req) / float64(max(m.ok.Load(), 1))
-	_, _, rep.growP99 = m.lat.percentiles()
-	var cr report
-	if err := runCeiling(ctx, c, m.samples, max(d, c.ceilingMin), &cr); err != nil {
-		return err
-	}
-	rep.growCeiling = cr.ceilingPerS
-	rep.errors = append(rep.errors, cr.errors...)
-	return nil
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // liveSessions opens a session on each device and holds it after the server's commands
@@ -767,6 +824,7 @@ func printReport(c config, r *report) {
 	if r.halfTarget > 0 {
 		fmt.Printf("paced at %.0f%% of peak (%.0f messages/s): achieved %.0f/s; latency p50 %.2f ms, p95 %.2f ms, p99 %.2f ms (goal p99 < 10 ms); %d posts failed and were retried\n",
 			100*c.halfFraction, r.halfTarget, r.halfAchieved, r.halfP50, r.halfP95, r.halfP99, r.halfFailed)
+		fmt.Printf("  control: the bare echo handler paced the same way: %.0f/s, latency p50 %.2f ms, p99 %.2f ms\n", r.echoPacedRate, r.echoPacedP50, r.echoPacedP99)
 		if r.halfAchieved < 0.95*r.halfTarget {
 			fmt.Printf("  (the paced rate was not reached: the machine had less capacity than during the peak run, so this run was saturated too and its latency is not the half-load latency)\n")
 		}
@@ -784,11 +842,12 @@ func printReport(c config, r *report) {
 	}
 	fmt.Println()
 	flat, flatNorm := 0.0, 0.0
-	if r.growTotal > 0 && peakRate > 0 && r.ceilingPerS > 0 && r.growCeiling > 0 {
-		flat = r.growPeakRate / peakRate
-		flatNorm = (r.growPeakRate / r.growCeiling) / (peakRate / r.ceilingPerS)
-		fmt.Printf("grown to %d registered devices (+%d in %.0fs, %.0f B each): peak %.0f messages/s (p99 %.2f ms, %.2f Redis round trips per message while handling it), ceiling %.0f/s; throughput %.3f of the run at %d registered (%.3f as a share of each run's own ceiling; goal within 10%%)\n",
-			r.growTotal, r.growTotal-r.devicesCreated, r.growDur.Seconds(), r.growMem, r.growPeakRate, r.growP99, r.growRTRequest, r.growCeiling, flat, r.devicesCreated, flatNorm)
+	if r.growTotal > 0 && r.flatRateBefore > 0 && r.flatCeilBefore > 0 && r.growCeiling > 0 {
+		flat = r.growPeakRate / r.flatRateBefore
+		flatNorm = (r.growPeakRate / r.growCeiling) / (r.flatRateBefore / r.flatCeilBefore)
+		fmt.Printf("registry growth (median of %d peak runs at each size): at %d registered %.0f messages/s (p99 %.2f ms, ceiling %.0f/s); grown to %d (+%d in %.0fs, %.0f B each) %.0f messages/s (p99 %.2f ms, %.2f Redis round trips per message while handling it, ceiling %.0f/s): throughput ratio %.3f (%.3f as a share of each size's own ceiling; goal within 10%%)\n",
+			c.flatRounds, r.flatBefore, r.flatRateBefore, r.flatP99Before, r.flatCeilBefore,
+			r.growTotal, r.growTotal-r.flatBefore, r.growDur.Seconds(), r.growMem, r.growPeakRate, r.growP99, r.growRTRequest, r.growCeiling, flat, flatNorm)
 	}
 	fmt.Printf("commands: %d checked, each must be completed after exactly one attempt\n", r.cmdsChecked)
 	if len(r.errors) > 0 {
@@ -799,8 +858,8 @@ func printReport(c config, r *report) {
 	}
 	fmt.Printf("RESULT sessions_per_s=%.0f msgs_per_s=%.0f ceiling_per_s=%.0f ratio=%.3f p50_ms=%.2f p99_ms=%.2f redis_rt_per_msg=%.2f errors=%d"+
 		" p95_ms=%.2f half_msgs_per_s=%.0f half_p50_ms=%.2f half_p99_ms=%.2f redis_rt_per_msg_request=%.2f mem_per_device_b=%.0f mem_per_live_session_b=%.0f devices=%d registered=%d concurrency=%d"+
-		" grown_registered=%d grown_msgs_per_s=%.0f grown_ceiling_per_s=%.0f flat=%.3f flat_vs_ceiling=%.3f\n",
+		" echo_half_p99_ms=%.2f grown_registered=%d flat_before_msgs_per_s=%.0f grown_msgs_per_s=%.0f flat=%.3f flat_vs_ceiling=%.3f\n",
 		sessRate, peakRate, r.ceilingPerS, ratio, r.p50, r.p99, rtPerMsg, len(r.errors),
 		r.p95, r.halfAchieved, r.halfP50, r.halfP99, rtReqPerMsg, r.memPerDevice, r.memPerLive, c.devices, c.registered, c.concurrency,
-		r.growTotal, r.growPeakRate, r.growCeiling, flat, flatNorm)
+		r.echoPacedP99, r.growTotal, r.flatRateBefore, r.growPeakRate, flat, flatNorm)
 }

@@ -82,7 +82,7 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 				return nil, status.Errorf(codes.Unavailable, "rate limit: %v", err)
 			}
 			if !ok {
-				s.Log.Warn("challenge rate limit", "device_id", dev)
+				s.Log.Warn("challenge rate limit", "device_id", dev, "session_id", sid, "msg_id", m.Header.MsgID)
 				resp.HttpStatus = 429
 				return resp, nil
 			}
@@ -104,6 +104,11 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 			s.Relay.Notify(dev)
 		}
 		s.record(ctx, in.Encoding.String(), out)
+		if s.Log.Enabled(ctx, slog.LevelDebug) {
+			s.Log.LogAttrs(ctx, slog.LevelDebug, "message", slog.String("device_id", dev), slog.String("session_id", sid),
+				slog.String("msg_id", m.Header.MsgID), slog.String("outcome", out.Outcome), slog.Int("commands_changed", len(out.Commands)),
+				slog.Int("events", len(evs)), slog.Int("attempt", attempt+1))
+		}
 		resp.Reply = syncmlpb.ToProto(out.Reply)
 		if a := st.Account; a != nil && a.ServerAuth == engine.AuthHMAC {
 			resp.ReplyAuth = &sessionv1.ReplyAuth{Username: a.ServerName, KeyB64Md5: a.ServerKey, Nonce: a.ServerNonce}
