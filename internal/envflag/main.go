@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/dmgrid/dmgrid/internal/gctune"
 )
 
 // Main is the whole main function of a service: a context ended by SIGINT/SIGTERM, JSON
@@ -17,11 +19,16 @@ import (
 // (validated there), and the service's Run. A configuration error stops it with one line
 // naming the variables at fault and exit status 2; --help lists the settings.
 func Main[C any](name string, config func(func(string) (string, bool)) (C, error), run func(context.Context, C, *slog.Logger) error) {
+	tune = gctune.Apply
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := realMain(ctx, name, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr, config, run)
 	stop()
 	os.Exit(code)
 }
+
+// tune sets the garbage collector (gctune.Apply in Main; nil in tests, which share the
+// test binary's runtime).
+var tune func() gctune.Settings
 
 func realMain[C any](ctx context.Context, name string, args []string, env func(string) (string, bool), stdout, stderr io.Writer,
 	config func(func(string) (string, bool)) (C, error), run func(context.Context, C, *slog.Logger) error) int {
@@ -44,6 +51,10 @@ func realMain[C any](ctx context.Context, name string, args []string, env func(s
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", strings.TrimPrefix(name, "dmgrid-"))
+	if tune != nil {
+		s := tune()
+		log.Info("garbage collector", "gogc", s.GCPercent, "gogc_from", s.GCFrom, "memory_limit_bytes", s.MemoryLimit, "memory_limit_from", s.LimitFrom)
+	}
 	if err := run(ctx, cfg, log); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1

@@ -12,6 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,7 +108,9 @@ func (t *Telemetry) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(t.Registry, promhttp.HandlerOpts{})
 }
 
-// ServeMetrics serves /metrics on addr until ctx ends ("" disables it).
+// ServeMetrics serves /metrics on addr until ctx ends ("" disables it). With
+// DMGRID_PPROF=true in the environment it also serves the Go profiler under /debug/pprof/
+// (for an operator chasing CPU or memory; keep the metrics port private).
 func (t *Telemetry) ServeMetrics(ctx context.Context, addr string, log *slog.Logger) error {
 	if addr == "" {
 		return nil
@@ -116,6 +121,14 @@ func (t *Telemetry) ServeMetrics(ctx context.Context, addr string, log *slog.Log
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", t.MetricsHandler())
+	if on, _ := strconv.ParseBool(os.Getenv("DMGRID_PPROF")); on {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		log.Warn("profiler serving on the metrics address (DMGRID_PPROF)", "metrics_addr", lis.Addr().String())
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

@@ -26,6 +26,7 @@ import (
 	inventoryv1 "github.com/dmgrid/dmgrid/proto/dmgrid/inventory/v1"
 	notifierv1 "github.com/dmgrid/dmgrid/proto/dmgrid/notifier/v1"
 
+	"github.com/dmgrid/dmgrid/internal/gctune"
 	"github.com/dmgrid/dmgrid/services/gateway"
 	"github.com/dmgrid/dmgrid/services/inventory"
 	"github.com/dmgrid/dmgrid/services/notifier"
@@ -39,6 +40,7 @@ const (
 )
 
 func main() {
+	gctune.Apply() // the services' garbage-collector settings
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:]); err != nil {

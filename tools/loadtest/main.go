@@ -35,6 +35,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
@@ -52,6 +53,7 @@ import (
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
 
 	"github.com/dmgrid/dmgrid/internal/e2e"
+	"github.com/dmgrid/dmgrid/internal/gctune"
 	"github.com/dmgrid/dmgrid/internal/testredis"
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
 	"github.com/dmgrid/dmgrid/pkg/dmsim"
@@ -74,6 +76,8 @@ type config struct {
 	seed         uint64
 	verbose      bool
 	cpuProfile   string
+	processes    bool
+	profileFor   time.Duration
 	memProfile   string
 	traceFile    string
 }
@@ -94,7 +98,9 @@ func main() {
 	flag.DurationVar(&c.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	flag.Uint64Var(&c.seed, "seed", 1, "fleet seed (device ids, models, firmware)")
 	flag.BoolVar(&c.verbose, "v", false, "services' warnings and errors on stderr")
-	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the peak run (the whole process: services and simulated devices) to this file")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the peak run (this process: the services and simulated devices, or with -processes the load generator and, in <file>.<process>, each service) to this file")
+	flag.BoolVar(&c.processes, "processes", false, "run the gateway, the session workers and nats-server as separate processes (built with go build from this checkout), as in production, instead of in this process")
+	flag.DurationVar(&c.profileFor, "profile-for", 2*time.Second, "with -processes and -cpuprofile: how long to profile each service process from the start of the peak (files <cpuprofile>.<process>)")
 	flag.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (whole process, up to the end of the peak run) to this file")
 	flag.StringVar(&c.traceFile, "trace", "", "write a runtime execution trace of the paced run to this file (go tool trace)")
 	flag.Parse()
@@ -117,12 +123,32 @@ func main() {
 		fail("-flat-rounds must be between 1 and 20")
 	}
 	c.live = min(c.live, c.devices)
+	// The services' garbage-collector settings (the binaries apply the same in main): the
+	// whole system runs in this process unless -processes.
+	gcSettings = gctune.Apply()
 	os.Exit(run(c))
 }
 
 func fail(msg string) {
 	fmt.Fprintln(os.Stderr, "loadtest: "+msg)
 	os.Exit(2)
+}
+
+// gcCPU returns the Go runtime's estimate of CPU seconds spent in garbage collection and
+// in all (runtime/metrics).
+func gcCPU() (gc, total float64) {
+	s := []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}, {Name: "/cpu/classes/total:cpu-seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64 || s[1].Value.Kind() != metrics.KindFloat64 {
+		return 0, 0
+	}
+	return s[0].Value.Float64(), s[1].Value.Float64()
+}
+
+var gcSettings gctune.Settings
+
+func gogc() string {
+	return fmt.Sprintf("%d (%s)", gcSettings.GCPercent, map[string]string{"default": "dmgrid's default", "GOGC": "from GOGC"}[gcSettings.GCFrom])
 }
 
 // rusageCPU is this process's CPU time so far (gateway, workers, NATS and load generator).
@@ -158,35 +184,38 @@ type report struct {
 	memPerDevice   float64
 	devicesCreated int
 
-	peakSessions   int
-	peakMsgs       int64
-	peakFailed     int64
-	peakDur        time.Duration
-	p50, p95, p99  float64
-	rtTotal        int64
-	rtRequest      int64
-	rtBreakdown    map[string]int64
-	cpuProc        time.Duration
-	cpuRedis       time.Duration
-	redisCmds      map[string]cmdStat
-	ceilingPerS    float64
-	ceilP50        float64
-	ceilP99        float64
-	ceilCPU        time.Duration
-	ceilMsgs       int64
-	halfTarget     float64
-	halfAchieved   float64
-	halfP50        float64
-	halfP95        float64
-	halfP99        float64
-	halfFailed     int64
-	echoPacedRate  float64
-	echoPacedP50   float64
-	echoPacedP99   float64
-	liveHeld       int
-	memPerLive     float64
-	liveKeySamples []int64
-	cmdsChecked    int
+	peakSessions    int
+	peakMsgs        int64
+	peakFailed      int64
+	peakDur         time.Duration
+	p50, p95, p99   float64
+	rtTotal         int64
+	rtRequest       int64
+	rtBreakdown     map[string]int64
+	cpuProc         time.Duration
+	cpuRedis        time.Duration
+	redisCmds       map[string]cmdStat
+	gcShare         float64
+	tierCPU         map[string]time.Duration // -processes: CPU of each tier's processes during the peak
+	ceilingPerS     float64
+	ceilP50         float64
+	ceilP99         float64
+	ceilCPU         time.Duration
+	ceilMsgs        int64
+	halfTarget      float64
+	halfAchieved    float64
+	halfP50         float64
+	halfP95         float64
+	halfP99         float64
+	halfFailed      int64
+	echoPacedRate   float64
+	echoPacedP50    float64
+	echoPacedP99    float64
+	liveHeld        int
+	memPerLive      float64
+	memDeltaPerLive float64
+	liveKeySamples  []int64
+	cmdsChecked     int
 
 	flatBefore     int
 	flatRateBefore float64
@@ -230,8 +259,21 @@ func run(c config) int {
 	rdb := redis.NewClient(ropt) // for INFO and MEMORY USAGE; not counted
 	env.Cleanup(func() { rdb.Close() })
 	hook := newRTHook()
-	st := e2e.Start(env, e2e.Options{Workers: c.workers, RedisURL: redisURL, Prefix: "lt", RedisHooks: []redis.Hook{hook}, Logger: log,
-		OutboxScan: 10 * time.Second}) // production's default (DMGRID_OUTBOX_SCAN)
+	var st *target
+	var ps *procStack
+	if c.processes {
+		ps, err = startProcesses(ctx, c, redisURL, "lt", logw)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "loadtest: %v\n", err)
+			return 1
+		}
+		env.Cleanup(ps.stop)
+		st, hook.scrape = &ps.target, ps.redisRoundTrips
+	} else {
+		es := e2e.Start(env, e2e.Options{Workers: c.workers, RedisURL: redisURL, Prefix: "lt", RedisHooks: []redis.Hook{hook}, Logger: log,
+			OutboxScan: 10 * time.Second}) // production's default (DMGRID_OUTBOX_SCAN)
+		st = &target{URL: es.URL, Prefix: es.Prefix, Devices: es.Devices, Commands: es.Commands}
+	}
 
 	redisVersion := "?"
 	if m, err := rdb.Info(ctx, "server").Result(); err == nil {
@@ -286,8 +328,16 @@ func run(c config) int {
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return abort(rep, err)
 		}
+		if ps != nil { // the services' own profiles, for the first seconds of the peak
+			go ps.profile(c.cpuProfile, c.profileFor)
+		}
 	}
 	rt0, cpu0, rcpu0 := hook.snap(), rusageCPU(), redisCPU(ctx, rdb)
+	gc0, gcTotal0 := gcCPU()
+	var tier0 map[string]time.Duration
+	if ps != nil {
+		tier0 = ps.cpu()
+	}
 	cs0 := commandStats(ctx, rdb)
 	dur, err := runSessions(ctx, "peak sessions", devs, c.concurrency, func(int) dmsim.Transport { return peak }, opt, rep, peak)
 	if c.cpuProfile != "" {
@@ -303,6 +353,16 @@ func run(c config) int {
 		return abort(rep, err)
 	}
 	rep.cpuProc, rep.cpuRedis = rusageCPU()-cpu0, redisCPU(ctx, rdb)-rcpu0
+	gc1, gcTotal1 := gcCPU()
+	if ps != nil {
+		rep.tierCPU = map[string]time.Duration{}
+		for k, v := range ps.cpu() {
+			rep.tierCPU[k] = v - tier0[k]
+		}
+	}
+	if gcTotal1 > gcTotal0 {
+		rep.gcShare = (gc1 - gc0) / (gcTotal1 - gcTotal0)
+	}
 	rep.redisCmds = map[string]cmdStat{}
 	for k, v := range commandStats(ctx, rdb) {
 		if d := (cmdStat{v.calls - cs0[k].calls, v.usec - cs0[k].usec}); d.calls > 0 && k != "info" {
@@ -435,7 +495,7 @@ func parallel(ctx context.Context, n, conc int, p *progress, f func(ctx context.
 	return first
 }
 
-func provision(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Client, devs []*dmsim.Device, rep *report) error {
+func provision(ctx context.Context, c config, st *target, rdb *redis.Client, devs []*dmsim.Device, rep *report) error {
 	total := len(devs) + c.registered
 	start := time.Now()
 	perDevice, err := register(ctx, c, st, rdb, devs, 0, total, "provisioning devices")
@@ -453,7 +513,7 @@ func provision(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Client, 
 // register creates devices [from, to) through the DeviceService: the simulated devices
 // first (i < len(devs)), then idle ones of the same account shape that never hold a session.
 // It returns Redis used memory per created device.
-func register(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Client, devs []*dmsim.Device, from, to int, label string) (float64, error) {
+func register(ctx context.Context, c config, st *target, rdb *redis.Client, devs []*dmsim.Device, from, to int, label string) (float64, error) {
 	mem0, err := usedMemory(ctx, rdb)
 	if err != nil {
 		return 0, err
@@ -487,7 +547,7 @@ func register(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Client, d
 }
 
 // enqueueAll queues the session's work for every device: Get ./DevDetail/FwV and a Replace.
-func enqueueAll(ctx context.Context, c config, st *e2e.Stack, devs []*dmsim.Device, label string, rep *report) error {
+func enqueueAll(ctx context.Context, c config, st *target, devs []*dmsim.Device, label string, rep *report) error {
 	p := startProgress(label, len(devs), nil)
 	defer p.finish()
 	return parallel(ctx, len(devs), c.provisionC, p, func(ctx context.Context, i int) error {
@@ -626,7 +686,7 @@ func runEcho(ctx context.Context, c config, samples []sample, d, every time.Dura
 // grow measures throughput flatness as the registry grows: c.flatRounds peak runs (and a
 // ceiling) at the current registry size, idle devices registered up to c.growTo, and the
 // same again. Medians are compared, so one noisy run does not decide.
-func grow(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Client, hook *rtHook, devs []*dmsim.Device, httpTr dmsim.Transport, opt dmsim.SessionOptions, rep *report) error {
+func grow(ctx context.Context, c config, st *target, rdb *redis.Client, hook *rtHook, devs []*dmsim.Device, httpTr dmsim.Transport, opt dmsim.SessionOptions, rep *report) error {
 	rounds := func(label string) (rate, p99, rtReq, ceiling float64, err error) {
 		var rates, p99s []float64
 		var samples []sample
@@ -686,7 +746,7 @@ func median(v []float64) float64 {
 // liveSessions opens a session on each device and holds it after the server's commands
 // arrive (commands sent, session record written), measures Redis memory against the
 // moment before, then lets the sessions finish.
-func liveSessions(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Client, hook *rtHook, devs []*dmsim.Device, httpTr dmsim.Transport, opt dmsim.SessionOptions, rep *report) error {
+func liveSessions(ctx context.Context, c config, st *target, rdb *redis.Client, hook *rtHook, devs []*dmsim.Device, httpTr dmsim.Transport, opt dmsim.SessionOptions, rep *report) error {
 	if err := enqueueAll(ctx, c, st, devs, "enqueue (live)", rep); err != nil {
 		return err
 	}
@@ -719,7 +779,7 @@ func liveSessions(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Clien
 	hook.quiesce(300*time.Millisecond, 10*time.Second) // the relays have published the commits' events
 	mem1, err := usedMemory(ctx, rdb)
 	var samples []int64
-	for _, k := range keys[:min(len(keys), 200)] {
+	for _, k := range keys {
 		if k == "" {
 			continue
 		}
@@ -739,15 +799,26 @@ func liveSessions(ctx context.Context, c config, st *e2e.Stack, rdb *redis.Clien
 	}
 	rep.liveHeld = int(n)
 	if n > 0 {
-		rep.memPerLive = float64(mem1-mem0) / float64(n)
+		rep.memDeltaPerLive = float64(mem1-mem0) / float64(n)
 	}
 	rep.liveKeySamples = samples
+	// Δused_memory also moves with keys that expire meanwhile (the warm-up's challenge
+	// rate-limit counters, say), so the figure reported is the larger of it and the mean
+	// MEMORY USAGE of the held sessions' records.
+	var sum int64
+	for _, v := range samples {
+		sum += v
+	}
+	rep.memPerLive = rep.memDeltaPerLive
+	if len(samples) > 0 {
+		rep.memPerLive = max(rep.memPerLive, float64(sum)/float64(len(samples)))
+	}
 	return nil
 }
 
 // verify checks every device's commands: rounds(i) rounds of two, each completed after
 // exactly one attempt.
-func verify(ctx context.Context, c config, st *e2e.Stack, devs []*dmsim.Device, rounds func(i int) int, rep *report) error {
+func verify(ctx context.Context, c config, st *target, devs []*dmsim.Device, rounds func(i int) int, rep *report) error {
 	var mu sync.Mutex
 	var checked atomic.Int64
 	p := startProgress("checking commands", len(devs), nil)
@@ -805,8 +876,17 @@ func printReport(c config, r *report) {
 		fmt.Printf("    %-40s %8d  %.2f/msg\n", k, r.rtBreakdown[k], float64(r.rtBreakdown[k])/float64(max(r.peakMsgs, 1)))
 	}
 	if r.peakMsgs > 0 {
-		fmt.Printf("  CPU per message: %.0f µs in this process (gateway, workers, NATS, simulated devices), %.0f µs in redis-server\n",
-			float64(r.cpuProc.Microseconds())/float64(r.peakMsgs), float64(r.cpuRedis.Microseconds())/float64(r.peakMsgs))
+		what := "gateway, workers, NATS, simulated devices"
+		if r.tierCPU != nil {
+			what = "the load generator only"
+		}
+		fmt.Printf("  CPU per message: %.0f µs in this process (%s; %.0f%% of it garbage collection, GOGC %s), %.0f µs in redis-server\n",
+			float64(r.cpuProc.Microseconds())/float64(r.peakMsgs), what, 100*r.gcShare, gogc(), float64(r.cpuRedis.Microseconds())/float64(r.peakMsgs))
+		if r.tierCPU != nil {
+			per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.peakMsgs) }
+			fmt.Printf("  CPU per message by process: gateway %.0f µs, session workers %.0f µs, nats-server %.0f µs, redis-server %.0f µs, load generator (simulated devices) %.0f µs\n",
+				per(r.tierCPU["gateway"]), per(r.tierCPU["session"]), per(r.tierCPU["nats"]), per(r.cpuRedis), per(r.cpuProc))
+		}
 		names := make([]string, 0, len(r.redisCmds))
 		for k := range r.redisCmds {
 			names = append(names, k)
@@ -837,8 +917,8 @@ func printReport(c config, r *report) {
 			slices.Sort(s)
 			med = s[len(s)/2]
 		}
-		fmt.Printf(", %.0f B per live session (goal < 16384; %d sessions held open; the session record alone: MEMORY USAGE median %d B over %d keys)",
-			r.memPerLive, r.liveHeld, med, len(r.liveKeySamples))
+		fmt.Printf(", %.0f B per live session (goal < 16384; %d sessions held open; Δused_memory %.0f B per session, the session record's MEMORY USAGE median %d B over %d keys; the larger is reported)",
+			r.memPerLive, r.liveHeld, r.memDeltaPerLive, med, len(r.liveKeySamples))
 	}
 	fmt.Println()
 	flat, flatNorm := 0.0, 0.0

@@ -156,6 +156,10 @@ type rtHook struct {
 	mu     sync.Mutex
 	total  int64
 	byKind map[string]int64 // "<method or background> <command>"
+	// scrape, when set (-processes), replaces the in-process counts: round trips by
+	// command from the workers' /metrics. EVALSHA/EVAL (the Load and Commit scripts) are
+	// attributed to HandleMessage, everything else to the background.
+	scrape func() map[string]int64
 }
 
 func newRTHook() *rtHook { return &rtHook{byKind: map[string]int64{}} }
@@ -195,6 +199,19 @@ type rtSnap struct {
 }
 
 func (h *rtHook) snap() rtSnap {
+	if h.scrape != nil {
+		m := map[string]int64{}
+		var total int64
+		for cmd, n := range h.scrape() {
+			who := "background "
+			if cmd == "evalsha" || cmd == "eval" {
+				who = "HandleMessage "
+			}
+			m[who+cmd] += n
+			total += n
+		}
+		return rtSnap{total, m}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	m := make(map[string]int64, len(h.byKind))

@@ -156,8 +156,9 @@ func (s *Store) decodeAccount(data, cn, sn string) (*Device, error) {
 }
 
 // The session record is a hash: v (version, compared and bumped by Commit), s (the engine's
-// Session as JSON), h (body hash of the last client message) and r (our reply to it as a
-// dmgrid.syncml.v1.Message). Load returns r only for a message with that body hash (a
+// Session as JSON), h (body hash of the last client message), r (our reply to it as a
+// dmgrid.syncml.v1.Message) and l (1 while a large object is arriving: only then does Load
+// read the buffer). Load returns r only for a message with that body hash (a
 // retransmission), so the common message does not carry the previous reply back.
 
 // loadScript returns, for one device: account fields (data, client nonce, server nonce,
@@ -167,7 +168,7 @@ func (s *Store) decodeAccount(data, cn, sn string) (*Device, error) {
 // in the script's slot.
 var loadScript = redis.NewScript(`
 local acct = redis.call('HMGET', KEYS[1], 'data', 'cn', 'sn', 'dd')
-local sess = redis.call('HMGET', KEYS[2], 'v', 's', 'h')
+local sess = redis.call('HMGET', KEYS[2], 'v', 's', 'h', 'l')
 local reply = false
 if sess[3] and ARGV[3] ~= '' and sess[3] == ARGV[3] then reply = redis.call('HGET', KEYS[2], 'r') end
 local ids = redis.call('ZRANGE', KEYS[3], 0, tonumber(ARGV[2]) - 1)
@@ -177,7 +178,7 @@ for i, id in ipairs(ids) do
   if c then cmds[#cmds + 1] = c end
 end
 local lo = false
-if sess[2] then lo = redis.call('GET', KEYS[4]) end
+if sess[4] == '1' then lo = redis.call('GET', KEYS[4]) end
 return {acct[1] or false, acct[2] or false, acct[3] or false, acct[4] or false,
   sess[1] or false, sess[2] or false, sess[3] or false, reply or false, cmds, lo}
 `)
@@ -274,7 +275,8 @@ func decodeSession(v any, raw string, h, r any) (*engine.Session, error) {
 //	      n events; then n new command ids (queued by the engine itself); then the
 //	      DevDetail policy time in unix ms ("" = keep); then large-object reset (1/0) and
 //	      the bytes to append to the incoming large-object buffer (KEYS 7); then the
-//	      session's last body hash and last reply (hash fields h and r).
+//	      session's last body hash and last reply (hash fields h and r) and whether it is
+//	      receiving a large object (l: 1/0).
 //
 // A session version mismatch, or a command whose record is not the one the engine saw
 // (cancelled or sent by another session meanwhile), aborts with 0 and changes nothing.
@@ -303,9 +305,11 @@ for k = 1, n do
   i = i + 4
 end
 local nd = tonumber(ARGV[i]); i = i + 1
-for k = 1, nd do redis.call('ZREM', KEYS[3], ARGV[i]); i = i + 1 end
+for j = i, i + nd - 1, 256 do redis.call('ZREM', KEYS[3], unpack(ARGV, j, math.min(j + 255, i + nd - 1))) end
+i = i + nd
 local ne = tonumber(ARGV[i]); i = i + 1
-for k = 1, ne do redis.call('RPUSH', KEYS[4], ARGV[i]); i = i + 1 end
+for j = i, i + ne - 1, 256 do redis.call('RPUSH', KEYS[4], unpack(ARGV, j, math.min(j + 255, i + ne - 1))) end
+i = i + ne
 local nn = tonumber(ARGV[i]); i = i + 1
 for k = 1, nn do
   local seq = redis.call('INCR', KEYS[5])
@@ -323,7 +327,7 @@ elseif ARGV[i + 1] ~= '' then
 end
 i = i + 2
 if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[2], 'v', have + 1, 's', ARGV[2], 'h', ARGV[i], 'r', ARGV[i + 1])
+  redis.call('HSET', KEYS[2], 'v', have + 1, 's', ARGV[2], 'h', ARGV[i], 'r', ARGV[i + 1], 'l', ARGV[i + 2])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
 return 1
@@ -395,7 +399,11 @@ func (s *Store) Commit(ctx context.Context, deviceID, sessionID string, loaded e
 	if out.LOReset {
 		reset = "1"
 	}
-	args = append(args, reset, out.LOAppend, lastHash, lastReply)
+	inLO := "0" // the session expects more chunks: Load reads the buffer only then
+	if out.Session != nil && out.Session.InLO != nil {
+		inLO = "1"
+	}
+	args = append(args, reset, out.LOAppend, lastHash, lastReply, inLO)
 	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.outboxKey(deviceID), s.seqKey(deviceID), s.allKey(deviceID), s.loKey(deviceID, sessionID)}
 	n, err := commitScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {

@@ -1,0 +1,330 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+
+	commandv1 "github.com/dmgrid/dmgrid/proto/dmgrid/command/v1"
+	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
+)
+
+// target is the system under test as the load generator sees it.
+type target struct {
+	URL      string // the gateway's DM URL
+	Prefix   string // Redis key prefix of the session workers
+	Devices  devicev1.DeviceServiceClient
+	Commands commandv1.CommandServiceClient
+}
+
+// child is one service process started by -processes.
+type child struct {
+	name    string
+	tier    string // "gateway", "session", "nats"
+	cmd     *exec.Cmd
+	metrics string // http://host:port of its /metrics ("" for nats)
+	done    chan struct{}
+}
+
+// procStack runs the tiers as separate processes, as in production: a nats-server with
+// JetStream, c.workers dmgrid-session and one dmgrid-gateway, built from this checkout.
+type procStack struct {
+	dir      string
+	children []*child
+	conn     *grpc.ClientConn
+	target   target
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// startProcesses builds the binaries (go build, into a temporary directory) and starts
+// them against redisURL; logw receives their output (nil discards it).
+func startProcesses(ctx context.Context, c config, redisURL, prefix string, logw io.Writer) (*procStack, error) {
+	dir, err := os.MkdirTemp("", "dmgrid-loadtest-")
+	if err != nil {
+		return nil, err
+	}
+	ps := &procStack{dir: dir}
+	fmt.Println("building dmgrid-gateway, dmgrid-session and nats-server (go build) ...")
+	build := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator),
+		"./services/gateway/cmd/dmgrid-gateway", "./services/session/cmd/dmgrid-session", "github.com/nats-io/nats-server/v2")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		ps.stop()
+		return nil, fmt.Errorf("go build: %w (run from the repository root)", err)
+	}
+	if logw == nil {
+		logw = io.Discard
+	}
+	start := func(name, tier, metrics string, env []string, args ...string) (*child, error) {
+		cmd := exec.Command(filepath.Join(dir, args[0]), args[1:]...)
+		cmd.Env = append(os.Environ(), env...)
+		if c.cpuProfile != "" {
+			cmd.Env = append(cmd.Env, "DMGRID_PPROF=true")
+		}
+		cmd.Stdout, cmd.Stderr = logw, logw
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
+		ch := &child{name: name, tier: tier, cmd: cmd, metrics: metrics, done: make(chan struct{})}
+		go func() { cmd.Wait(); close(ch.done) }()
+		ps.children = append(ps.children, ch)
+		return ch, nil
+	}
+	fail := func(err error) (*procStack, error) { ps.stop(); return nil, err }
+
+	natsAddr, err := freeAddr()
+	if err != nil {
+		return fail(err)
+	}
+	host, port, _ := net.SplitHostPort(natsAddr)
+	if _, err := start("nats-server", "nats", "", nil, "nats-server", "-a", host, "-p", port, "-js", "-sd", filepath.Join(dir, "js")); err != nil {
+		return fail(err)
+	}
+	if err := waitTCP(ctx, natsAddr, 15*time.Second); err != nil {
+		return fail(fmt.Errorf("nats-server: %w", err))
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	var grpcAddrs []string
+	for i := 0; i < c.workers; i++ {
+		ga, err1 := freeAddr()
+		ma, err2 := freeAddr()
+		if err := errors.Join(err1, err2); err != nil {
+			return fail(err)
+		}
+		env := []string{"DMGRID_GRPC_ADDR=" + ga, "DMGRID_METRICS_ADDR=" + ma, "DMGRID_REDIS_URL=" + redisURL,
+			"DMGRID_REDIS_PREFIX=" + prefix, "DMGRID_NATS_URL=nats://" + natsAddr, "DMGRID_CHALLENGE_LIMIT=1000",
+			"DMGRID_SECRET_KEY=" + base64.StdEncoding.EncodeToString(key), "DMGRID_OUTBOX_SCAN=10s",
+			"DMGRID_DEVDETAIL_EVERY=0"} // the session shape is fixed: no DevDetail collection Gets, as in-process
+		if _, err := start(fmt.Sprintf("dmgrid-session-%d", i+1), "session", "http://"+ma, env, "dmgrid-session"); err != nil {
+			return fail(err)
+		}
+		grpcAddrs = append(grpcAddrs, ga)
+	}
+	for _, a := range grpcAddrs {
+		if err := waitTCP(ctx, a, 30*time.Second); err != nil {
+			return fail(fmt.Errorf("session worker %s: %w", a, err))
+		}
+	}
+	ha, err1 := freeAddr()
+	ma, err2 := freeAddr()
+	if err := errors.Join(err1, err2); err != nil {
+		return fail(err)
+	}
+	env := []string{"DMGRID_HTTP_ADDR=" + ha, "DMGRID_METRICS_ADDR=" + ma, "DMGRID_SESSION_ADDR=" + strings.Join(grpcAddrs, ","),
+		"DMGRID_MAX_BODY_BYTES=4194304", "DMGRID_REQUEST_TIMEOUT=20s"}
+	if _, err := start("dmgrid-gateway", "gateway", "http://"+ma, env, "dmgrid-gateway"); err != nil {
+		return fail(err)
+	}
+	if err := waitHTTP(ctx, "http://"+ha+"/readyz", 30*time.Second); err != nil {
+		return fail(fmt.Errorf("gateway: %w", err))
+	}
+	r := manual.NewBuilderWithScheme("loadtest-workers")
+	var ra []resolver.Address
+	for _, a := range grpcAddrs {
+		ra = append(ra, resolver.Address{Addr: a})
+	}
+	r.InitialState(resolver.State{Addresses: ra})
+	conn, err := grpc.NewClient(r.Scheme()+":///workers", grpc.WithResolvers(r),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	if err != nil {
+		return fail(err)
+	}
+	ps.conn = conn
+	ps.target = target{URL: "http://" + ha + "/dm", Prefix: prefix,
+		Devices: devicev1.NewDeviceServiceClient(conn), Commands: commandv1.NewCommandServiceClient(conn)}
+	return ps, nil
+}
+
+// stop ends every child (SIGTERM, then SIGKILL after 10 s) and removes the binaries.
+func (ps *procStack) stop() {
+	if ps.conn != nil {
+		ps.conn.Close()
+	}
+	for i := len(ps.children) - 1; i >= 0; i-- { // gateway first, nats last
+		ch := ps.children[i]
+		syscall.Kill(-ch.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-ch.done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-ch.cmd.Process.Pid, syscall.SIGKILL)
+			<-ch.done
+		}
+	}
+	os.RemoveAll(ps.dir)
+}
+
+// profile fetches a CPU profile of every dmgrid process for d, concurrently, into
+// prefix.<process name>; it returns when they are written.
+func (ps *procStack) profile(prefix string, d time.Duration) {
+	var wg sync.WaitGroup
+	for _, ch := range ps.children {
+		if ch.metrics == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", ch.metrics, max(1, int(d.Seconds()))))
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "loadtest: profile of %s: %v\n", ch.name, err)
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(prefix + "." + ch.name)
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			io.Copy(f, resp.Body)
+		}()
+	}
+	wg.Wait()
+}
+
+// cpu returns each tier's CPU time so far (utime + stime from /proc/<pid>/stat).
+func (ps *procStack) cpu() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for _, ch := range ps.children {
+		out[ch.tier] += procCPU(ch.cmd.Process.Pid)
+	}
+	return out
+}
+
+// procCPU reads a process's user + system CPU time (clock ticks of 10 ms: USER_HZ is 100
+// on Linux).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')') // the command name may hold spaces
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// redisRoundTrips scrapes the session workers' dmgrid_redis_duration_seconds_count (one
+// observation per command sent alone or per pipeline) by command, summed over workers.
+// EVALSHA/EVAL are the Load and Commit scripts of the message path; the rest is the outbox
+// relay (pipelines) and scans.
+func (ps *procStack) redisRoundTrips() map[string]int64 {
+	out := map[string]int64{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, ch := range ps.children {
+		if ch.tier != "session" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := scrapeRedisCounts(ch.metrics + "/metrics")
+			mu.Lock()
+			for k, v := range m {
+				out[k] += v
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func scrapeRedisCounts(url string) map[string]int64 {
+	out := map[string]int64{}
+	resp, err := http.Get(url)
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	const name = "dmgrid_redis_duration_seconds_count{"
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, name) {
+			continue
+		}
+		_, rest, ok := strings.Cut(l, `cmd="`)
+		if !ok {
+			continue
+		}
+		cmd, _, _ := strings.Cut(rest, `"`)
+		v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+		if err == nil {
+			out[cmd] += int64(v)
+		}
+	}
+	return out
+}
+
+func waitTCP(ctx context.Context, addr string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("not listening on %s after %s: %v", addr, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func waitHTTP(ctx context.Context, url string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%s not ready after %s: %v", url, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
