@@ -75,6 +75,9 @@ type Options struct {
 	// OutboxScan is how often the workers look for left-behind outboxes (default 1s, so
 	// tests see a stopped worker's events soon; production's default is 10s).
 	OutboxScan time.Duration
+	// NATSURL uses this NATS server (with JetStream) instead of an embedded one; Stack.NATS
+	// is then nil.
+	NATSURL string
 }
 
 // Stack is a running dmgrid.
@@ -86,7 +89,7 @@ type Stack struct {
 	GRPCAddrs []string
 	Workers   []*session.Service
 	Gateway   *gateway.Gateway
-	NATS      *server.Server
+	NATS      *server.Server // nil with Options.NATSURL
 	NC        *nats.Conn
 	Redis     redis.UniversalClient
 	Prefix    string
@@ -165,9 +168,14 @@ func Start(tb TB, opt Options) *Stack {
 			prefix = randomPrefix(tb.Name())
 		}
 	}
-	st := &Stack{NATS: StartNATS(tb), Prefix: prefix, tb: tb, opt: opt, log: log}
+	st := &Stack{Prefix: prefix, tb: tb, opt: opt, log: log}
+	natsURL := opt.NATSURL
+	if natsURL == "" {
+		st.NATS = StartNATS(tb)
+		natsURL = st.NATS.ClientURL()
+	}
 	cfg := session.Config{
-		RedisPrefix: st.Prefix, NATSURL: st.NATS.ClientURL(), EventsStream: "DMGRID_EVENTS",
+		RedisPrefix: st.Prefix, NATSURL: natsURL, EventsStream: "DMGRID_EVENTS",
 		IdleTimeout: opt.IdleTimeout, MaxAttempts: opt.MaxAttempts, ChallengeLimit: 1000,
 		ServerMaxMsgSize: opt.ServerMaxMsgSize, ServerMaxObjSize: opt.ServerMaxObjSize, OutboxScan: opt.OutboxScan,
 		DevDetailEvery: opt.DevDetailEvery,
@@ -241,7 +249,7 @@ func Start(tb TB, opt Options) *Stack {
 	}
 	st.Devices = devicev1.NewDeviceServiceClient(conn)
 	st.Commands = commandv1.NewCommandServiceClient(conn)
-	nc, err := nats.Connect(st.NATS.ClientURL())
+	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -77,6 +77,11 @@ type config struct {
 	verbose      bool
 	cpuProfile   string
 	processes    bool
+	split        bool
+	serve        bool
+	serveRedis   string
+	serveNATS    string
+	echoURL      string // the echo handler to use for the ceiling ("" starts one here)
 	profileFor   time.Duration
 	memProfile   string
 	traceFile    string
@@ -100,6 +105,10 @@ func main() {
 	flag.BoolVar(&c.verbose, "v", false, "services' warnings and errors on stderr")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the peak run (this process: the services and simulated devices, or with -processes the load generator and, in <file>.<process>, each service) to this file")
 	flag.BoolVar(&c.processes, "processes", false, "run the gateway, the session workers and nats-server as separate processes (built with go build from this checkout), as in production, instead of in this process")
+	flag.BoolVar(&c.split, "split", true, "run the services (gateway and session workers) in one child process, nats-server in another (built from go.mod's version) and the simulated devices in this one, so that neither the load generator's nor NATS's heap and goroutines share the services' runtime; -split=false runs everything, NATS embedded, in this process")
+	flag.BoolVar(&c.serve, "serve", false, "internal: be the services process of -split")
+	flag.StringVar(&c.serveRedis, "serve-redis", "", "internal: the Redis URL of -serve")
+	flag.StringVar(&c.serveNATS, "serve-nats", "", "internal: the NATS URL of -serve")
 	flag.DurationVar(&c.profileFor, "profile-for", 2*time.Second, "with -processes and -cpuprofile: how long to profile each service process from the start of the peak (files <cpuprofile>.<process>)")
 	flag.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (whole process, up to the end of the peak run) to this file")
 	flag.StringVar(&c.traceFile, "trace", "", "write a runtime execution trace of the paced run to this file (go tool trace)")
@@ -123,9 +132,16 @@ func main() {
 		fail("-flat-rounds must be between 1 and 20")
 	}
 	c.live = min(c.live, c.devices)
+	if c.processes {
+		c.split = false
+	}
+	pprofOn = c.cpuProfile != ""
 	// The services' garbage-collector settings (the binaries apply the same in main): the
 	// whole system runs in this process unless -processes.
 	gcSettings = gctune.Apply()
+	if c.serve {
+		os.Exit(serve(c))
+	}
 	os.Exit(run(c))
 }
 
@@ -146,6 +162,10 @@ func gcCPU() (gc, total float64) {
 }
 
 var gcSettings gctune.Settings
+
+// otherCPU is the CPU time of the services' processes (-split, -processes), so that the
+// echo ceiling's CPU per message counts both sides as it does in one process.
+var otherCPU = func() time.Duration { return 0 }
 
 func gogc() string {
 	return fmt.Sprintf("%d (%s)", gcSettings.GCPercent, map[string]string{"default": "dmgrid's default", "GOGC": "from GOGC"}[gcSettings.GCFrom])
@@ -261,14 +281,25 @@ func run(c config) int {
 	hook := newRTHook()
 	var st *target
 	var ps *procStack
-	if c.processes {
-		ps, err = startProcesses(ctx, c, redisURL, "lt", logw)
+	if c.processes || c.split {
+		if c.processes {
+			ps, err = startProcesses(ctx, c, redisURL, "lt", logw)
+		} else {
+			ps, err = startSplit(ctx, c, redisURL, logw)
+		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "loadtest: %v\n", err)
 			return 1
 		}
 		env.Cleanup(ps.stop)
-		st, hook.scrape = &ps.target, ps.redisRoundTrips
+		st, hook.scrape, c.echoURL = &ps.target, ps.redisRoundTrips, ps.echoURL
+		otherCPU = func() time.Duration {
+			var d time.Duration
+			for _, v := range ps.cpu() {
+				d += v
+			}
+			return d
+		}
 	} else {
 		es := e2e.Start(env, e2e.Options{Workers: c.workers, RedisURL: redisURL, Prefix: "lt", RedisHooks: []redis.Hook{hook}, Logger: log,
 			OutboxScan: 10 * time.Second}) // production's default (DMGRID_OUTBOX_SCAN)
@@ -334,6 +365,9 @@ func run(c config) int {
 	}
 	rt0, cpu0, rcpu0 := hook.snap(), rusageCPU(), redisCPU(ctx, rdb)
 	gc0, gcTotal0 := gcCPU()
+	if ps != nil && ps.control != "" {
+		gc0, gcTotal0 = ps.servicesGC()
+	}
 	var tier0 map[string]time.Duration
 	if ps != nil {
 		tier0 = ps.cpu()
@@ -354,6 +388,9 @@ func run(c config) int {
 	}
 	rep.cpuProc, rep.cpuRedis = rusageCPU()-cpu0, redisCPU(ctx, rdb)-rcpu0
 	gc1, gcTotal1 := gcCPU()
+	if ps != nil && ps.control != "" {
+		gc1, gcTotal1 = ps.servicesGC()
+	}
 	if ps != nil {
 		rep.tierCPU = map[string]time.Duration{}
 		for k, v := range ps.cpu() {
@@ -620,17 +657,20 @@ func runEcho(ctx context.Context, c config, samples []sample, d, every time.Dura
 	if len(samples) == 0 {
 		return errors.New("no request bodies recorded for the ceiling")
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
+	url := c.echoURL // -split: served by the services process
+	if url == "" {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(echoHandler), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second}
+		go srv.Serve(lis)
+		defer srv.Close()
+		url = "http://" + lis.Addr().String() + "/dm"
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(echoHandler), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second}
-	go srv.Serve(lis)
-	defer srv.Close()
-	url := "http://" + lis.Addr().String() + "/dm"
 	m := &meter{inner: &dmsim.HTTPTransport{Client: newHTTPClient(c.concurrency)}, lat: &latencies{}, every: every}
 	var next atomic.Int64
-	cpu0 := rusageCPU()
+	cpu0 := rusageCPU() + otherCPU()
 	start := time.Now()
 	deadline := start.Add(d)
 	p := startProgress(label, int(d/time.Millisecond), func() string {
@@ -679,7 +719,7 @@ func runEcho(ctx context.Context, c config, samples []sample, d, every time.Dura
 	rep.ceilMsgs = m.ok.Load()
 	rep.ceilingPerS = float64(rep.ceilMsgs) / el.Seconds()
 	rep.ceilP50, _, rep.ceilP99 = m.lat.percentiles()
-	rep.ceilCPU = rusageCPU() - cpu0
+	rep.ceilCPU = rusageCPU() + otherCPU() - cpu0
 	return nil
 }
 
@@ -876,14 +916,16 @@ func printReport(c config, r *report) {
 		fmt.Printf("    %-40s %8d  %.2f/msg\n", k, r.rtBreakdown[k], float64(r.rtBreakdown[k])/float64(max(r.peakMsgs, 1)))
 	}
 	if r.peakMsgs > 0 {
-		what := "gateway, workers, NATS, simulated devices"
-		if r.tierCPU != nil {
-			what = "the load generator only"
+		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.peakMsgs) }
+		switch {
+		case r.tierCPU == nil:
+			fmt.Printf("  CPU per message: %.0f µs in this process (gateway, workers, NATS, simulated devices; %.0f%% of it garbage collection, GOGC %s), %.0f µs in redis-server\n",
+				per(r.cpuProc), 100*r.gcShare, gogc(), per(r.cpuRedis))
+		case r.tierCPU["services"] > 0:
+			fmt.Printf("  CPU per message: %.0f µs in the services process (gateway, %d workers; %.0f%% of it garbage collection, GOGC %s), %.0f µs in nats-server, %.0f µs in redis-server, %.0f µs in the load generator (simulated devices)\n",
+				per(r.tierCPU["services"]), c.workers, 100*r.gcShare, gogc(), per(r.tierCPU["nats"]), per(r.cpuRedis), per(r.cpuProc))
 		}
-		fmt.Printf("  CPU per message: %.0f µs in this process (%s; %.0f%% of it garbage collection, GOGC %s), %.0f µs in redis-server\n",
-			float64(r.cpuProc.Microseconds())/float64(r.peakMsgs), what, 100*r.gcShare, gogc(), float64(r.cpuRedis.Microseconds())/float64(r.peakMsgs))
-		if r.tierCPU != nil {
-			per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.peakMsgs) }
+		if r.tierCPU != nil && r.tierCPU["services"] == 0 {
 			fmt.Printf("  CPU per message by process: gateway %.0f µs, session workers %.0f µs, nats-server %.0f µs, redis-server %.0f µs, load generator (simulated devices) %.0f µs\n",
 				per(r.tierCPU["gateway"]), per(r.tierCPU["session"]), per(r.tierCPU["nats"]), per(r.cpuRedis), per(r.cpuProc))
 		}

@@ -156,9 +156,8 @@ type rtHook struct {
 	mu     sync.Mutex
 	total  int64
 	byKind map[string]int64 // "<method or background> <command>"
-	// scrape, when set (-processes), replaces the in-process counts: round trips by
-	// command from the workers' /metrics. EVALSHA/EVAL (the Load and Commit scripts) are
-	// attributed to HandleMessage, everything else to the background.
+	// scrape, when set (-processes, -split), replaces the in-process counts: round trips
+	// as "<HandleMessage|background> <command>" from the services' processes.
 	scrape func() map[string]int64
 }
 
@@ -200,14 +199,9 @@ type rtSnap struct {
 
 func (h *rtHook) snap() rtSnap {
 	if h.scrape != nil {
-		m := map[string]int64{}
+		m := h.scrape()
 		var total int64
-		for cmd, n := range h.scrape() {
-			who := "background "
-			if cmd == "evalsha" || cmd == "eval" {
-				who = "HandleMessage "
-			}
-			m[who+cmd] += n
+		for _, n := range m {
 			total += n
 		}
 		return rtSnap{total, m}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +53,8 @@ type procStack struct {
 	children []*child
 	conn     *grpc.ClientConn
 	target   target
+	control  string // -split: the services process's control URL (round trips, profiler)
+	echoURL  string // -split: the echo handler, served by the services process
 }
 
 func freeAddr() (string, error) {
@@ -63,21 +66,20 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// startProcesses builds the binaries (go build, into a temporary directory) and starts
-// them against redisURL; logw receives their output (nil discards it).
-func startProcesses(ctx context.Context, c config, redisURL, prefix string, logw io.Writer) (*procStack, error) {
+// newProcStack builds pkgs into a temporary directory and returns a starter for them:
+// each child runs in its own process group with its output on logw.
+func newProcStack(ctx context.Context, logw io.Writer, pkgs ...string) (*procStack, func(name, tier, metrics string, env []string, args ...string) (*child, error), error) {
 	dir, err := os.MkdirTemp("", "dmgrid-loadtest-")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ps := &procStack{dir: dir}
-	fmt.Println("building dmgrid-gateway, dmgrid-session and nats-server (go build) ...")
-	build := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator),
-		"./services/gateway/cmd/dmgrid-gateway", "./services/session/cmd/dmgrid-session", "github.com/nats-io/nats-server/v2")
+	fmt.Printf("building %s (go build) ...\n", strings.Join(pkgs, ", "))
+	build := exec.CommandContext(ctx, "go", append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		ps.stop()
-		return nil, fmt.Errorf("go build: %w (run from the repository root)", err)
+		return nil, nil, fmt.Errorf("go build: %w (run from the repository root)", err)
 	}
 	if logw == nil {
 		logw = io.Discard
@@ -85,7 +87,7 @@ func startProcesses(ctx context.Context, c config, redisURL, prefix string, logw
 	start := func(name, tier, metrics string, env []string, args ...string) (*child, error) {
 		cmd := exec.Command(filepath.Join(dir, args[0]), args[1:]...)
 		cmd.Env = append(os.Environ(), env...)
-		if c.cpuProfile != "" {
+		if pprofOn {
 			cmd.Env = append(cmd.Env, "DMGRID_PPROF=true")
 		}
 		cmd.Stdout, cmd.Stderr = logw, logw
@@ -98,18 +100,24 @@ func startProcesses(ctx context.Context, c config, redisURL, prefix string, logw
 		ps.children = append(ps.children, ch)
 		return ch, nil
 	}
+	return ps, start, nil
+}
+
+// pprofOn makes the started services serve the profiler (-cpuprofile).
+var pprofOn bool
+
+// startProcesses builds the binaries (go build, into a temporary directory) and starts
+// them against redisURL; logw receives their output (nil discards it).
+func startProcesses(ctx context.Context, c config, redisURL, prefix string, logw io.Writer) (*procStack, error) {
+	ps, start, err := newProcStack(ctx, logw, "./services/gateway/cmd/dmgrid-gateway", "./services/session/cmd/dmgrid-session", "github.com/nats-io/nats-server/v2")
+	if err != nil {
+		return nil, err
+	}
 	fail := func(err error) (*procStack, error) { ps.stop(); return nil, err }
 
-	natsAddr, err := freeAddr()
+	natsURL, err := ps.startNATS(ctx, start)
 	if err != nil {
 		return fail(err)
-	}
-	host, port, _ := net.SplitHostPort(natsAddr)
-	if _, err := start("nats-server", "nats", "", nil, "nats-server", "-a", host, "-p", port, "-js", "-sd", filepath.Join(dir, "js")); err != nil {
-		return fail(err)
-	}
-	if err := waitTCP(ctx, natsAddr, 15*time.Second); err != nil {
-		return fail(fmt.Errorf("nats-server: %w", err))
 	}
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -121,7 +129,7 @@ func startProcesses(ctx context.Context, c config, redisURL, prefix string, logw
 			return fail(err)
 		}
 		env := []string{"DMGRID_GRPC_ADDR=" + ga, "DMGRID_METRICS_ADDR=" + ma, "DMGRID_REDIS_URL=" + redisURL,
-			"DMGRID_REDIS_PREFIX=" + prefix, "DMGRID_NATS_URL=nats://" + natsAddr, "DMGRID_CHALLENGE_LIMIT=1000",
+			"DMGRID_REDIS_PREFIX=" + prefix, "DMGRID_NATS_URL=" + natsURL, "DMGRID_CHALLENGE_LIMIT=1000",
 			"DMGRID_SECRET_KEY=" + base64.StdEncoding.EncodeToString(key), "DMGRID_OUTBOX_SCAN=10s",
 			"DMGRID_DEVDETAIL_EVERY=0"} // the session shape is fixed: no DevDetail collection Gets, as in-process
 		if _, err := start(fmt.Sprintf("dmgrid-session-%d", i+1), "session", "http://"+ma, env, "dmgrid-session"); err != nil {
@@ -147,6 +155,44 @@ func startProcesses(ctx context.Context, c config, redisURL, prefix string, logw
 	if err := waitHTTP(ctx, "http://"+ha+"/readyz", 30*time.Second); err != nil {
 		return fail(fmt.Errorf("gateway: %w", err))
 	}
+	if ps.conn, ps.target, err = dialTarget("http://"+ha+"/dm", prefix, grpcAddrs); err != nil {
+		return fail(err)
+	}
+	return ps, nil
+}
+
+// startNATS starts the nats-server binary in ps.dir with JetStream on a free port.
+func (ps *procStack) startNATS(ctx context.Context, start func(name, tier, metrics string, env []string, args ...string) (*child, error)) (string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", err
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	if _, err := start("nats-server", "nats", "", nil, "nats-server", "-a", host, "-p", port, "-js", "-sd", filepath.Join(ps.dir, "js")); err != nil {
+		return "", err
+	}
+	if err := waitTCP(ctx, addr, 15*time.Second); err != nil {
+		return "", fmt.Errorf("nats-server: %w", err)
+	}
+	return "nats://" + addr, nil
+}
+
+// startNATSProcess builds nats-server (the version in go.mod) and starts it alone (-split).
+func startNATSProcess(ctx context.Context, logw io.Writer) (*procStack, string, error) {
+	ps, start, err := newProcStack(ctx, logw, "github.com/nats-io/nats-server/v2")
+	if err != nil {
+		return nil, "", err
+	}
+	url, err := ps.startNATS(ctx, start)
+	if err != nil {
+		ps.stop()
+		return nil, "", err
+	}
+	return ps, url, nil
+}
+
+// dialTarget connects to the session workers' APIs, balanced over all of them.
+func dialTarget(url, prefix string, grpcAddrs []string) (*grpc.ClientConn, target, error) {
 	r := manual.NewBuilderWithScheme("loadtest-workers")
 	var ra []resolver.Address
 	for _, a := range grpcAddrs {
@@ -157,12 +203,9 @@ func startProcesses(ctx context.Context, c config, redisURL, prefix string, logw
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
 	if err != nil {
-		return fail(err)
+		return nil, target{}, err
 	}
-	ps.conn = conn
-	ps.target = target{URL: "http://" + ha + "/dm", Prefix: prefix,
-		Devices: devicev1.NewDeviceServiceClient(conn), Commands: commandv1.NewCommandServiceClient(conn)}
-	return ps, nil
+	return conn, target{URL: url, Prefix: prefix, Devices: devicev1.NewDeviceServiceClient(conn), Commands: commandv1.NewCommandServiceClient(conn)}, nil
 }
 
 // stop ends every child (SIGTERM, then SIGKILL after 10 s) and removes the binaries.
@@ -180,7 +223,9 @@ func (ps *procStack) stop() {
 			<-ch.done
 		}
 	}
-	os.RemoveAll(ps.dir)
+	if ps.dir != "" {
+		os.RemoveAll(ps.dir)
+	}
 }
 
 // profile fetches a CPU profile of every dmgrid process for d, concurrently, into
@@ -190,6 +235,9 @@ func (ps *procStack) profile(prefix string, d time.Duration) {
 	for _, ch := range ps.children {
 		if ch.metrics == "" {
 			continue
+		}
+		if ps.control != "" {
+			ch.metrics = ps.control // the services process serves the profiler on its control address
 		}
 		wg.Add(1)
 		go func() {
@@ -241,11 +289,20 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
-// redisRoundTrips scrapes the session workers' dmgrid_redis_duration_seconds_count (one
-// observation per command sent alone or per pipeline) by command, summed over workers.
-// EVALSHA/EVAL are the Load and Commit scripts of the message path; the rest is the outbox
-// relay (pipelines) and scans.
+// redisRoundTrips returns Redis round trips so far as "<HandleMessage|background> <command>".
+// With -processes it scrapes the session workers' dmgrid_redis_duration_seconds_count (one
+// observation per command sent alone or per pipeline), summed over workers: EVALSHA/EVAL
+// are the Load and Commit scripts of the message path, the rest is the outbox relay
+// (pipelines) and scans. With -split the services process reports its hook's counts.
 func (ps *procStack) redisRoundTrips() map[string]int64 {
+	if ps.control != "" { // -split: the services process counts them with the in-process hook
+		out := map[string]int64{}
+		if resp, err := http.Get(ps.control + "/rt"); err == nil {
+			json.NewDecoder(resp.Body).Decode(&out)
+			resp.Body.Close()
+		}
+		return out
+	}
 	out := map[string]int64{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -258,8 +315,12 @@ func (ps *procStack) redisRoundTrips() map[string]int64 {
 			defer wg.Done()
 			m := scrapeRedisCounts(ch.metrics + "/metrics")
 			mu.Lock()
-			for k, v := range m {
-				out[k] += v
+			for cmd, v := range m {
+				who := "background "
+				if cmd == "evalsha" || cmd == "eval" {
+					who = "HandleMessage "
+				}
+				out[who+cmd] += v
 			}
 			mu.Unlock()
 		}()
