@@ -52,7 +52,7 @@ bench: ## codec benchmarks (ns/op, B/op, allocs/op) with the encoding/xml refere
 	$(GO) test -run '^$$' -bench BenchmarkQuery100k -benchtime 1000x ./services/inventory
 
 .PHONY: loadtest
-loadtest: ## load test on this machine (gateway, 2 workers, redis-server, NATS; needs redis-server); LOADTEST_ARGS='-registered 100000'
+loadtest: ## load test on this machine (gateway + 2 workers, redis-server, nats-server; needs redis-server); LOADTEST_ARGS='-registered 8000 -grow-to 1000000'
 	$(GO) run ./tools/loadtest $(LOADTEST_ARGS)
 
 .PHONY: fuzz-smoke

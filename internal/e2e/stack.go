@@ -243,7 +243,7 @@ func Start(tb TB, opt Options) *Stack {
 	}
 
 	// The API clients balance over every worker, so they keep working while one restarts.
-	conn, err := dialWorkers(st.GRPCAddrs)
+	conn, err := DialWorkers(st.GRPCAddrs)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -261,7 +261,8 @@ func Start(tb TB, opt Options) *Stack {
 	return st
 }
 
-func dialWorkers(addrs []string) (*grpc.ClientConn, error) {
+// DialWorkers connects to the session workers' APIs, balanced round-robin over all of them.
+func DialWorkers(addrs []string) (*grpc.ClientConn, error) {
 	r := manual.NewBuilderWithScheme("e2e-workers")
 	var ra []resolver.Address
 	for _, a := range addrs {

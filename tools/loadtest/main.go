@@ -260,12 +260,7 @@ func run(c config) int {
 	ctx, stopSig := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stopSig()
 
-	var logw io.Writer
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if c.verbose {
-		logw = os.Stderr
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
+	logw, log := loggers(c.verbose)
 	env := e2e.NewEnv("loadtest", logw)
 	defer env.Close()
 
@@ -486,6 +481,14 @@ func run(c config) int {
 		return 1
 	}
 	return 0
+}
+
+// loggers returns where the services log: nowhere, or warnings and errors on stderr (-v).
+func loggers(verbose bool) (io.Writer, *slog.Logger) {
+	if !verbose {
+		return nil, slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return os.Stderr, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 func abort(rep *report, err error) int {

@@ -21,12 +21,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 
 	commandv1 "github.com/dmgrid/dmgrid/proto/dmgrid/command/v1"
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
+
+	"github.com/dmgrid/dmgrid/internal/e2e"
 )
 
 // target is the system under test as the load generator sees it.
@@ -193,15 +192,7 @@ func startNATSProcess(ctx context.Context, logw io.Writer) (*procStack, string, 
 
 // dialTarget connects to the session workers' APIs, balanced over all of them.
 func dialTarget(url, prefix string, grpcAddrs []string) (*grpc.ClientConn, target, error) {
-	r := manual.NewBuilderWithScheme("loadtest-workers")
-	var ra []resolver.Address
-	for _, a := range grpcAddrs {
-		ra = append(ra, resolver.Address{Addr: a})
-	}
-	r.InitialState(resolver.State{Addresses: ra})
-	conn, err := grpc.NewClient(r.Scheme()+":///workers", grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	conn, err := e2e.DialWorkers(grpcAddrs)
 	if err != nil {
 		return nil, target{}, err
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -34,12 +33,7 @@ type serveInfo struct {
 // one process (as without -split), using the nats-server process the parent started, plus
 // the echo handler, until SIGTERM or the end of stdin.
 func serve(c config) int {
-	var logw io.Writer
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if c.verbose {
-		logw = os.Stderr
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
+	logw, log := loggers(c.verbose)
 	env := e2e.NewEnv("loadtest-services", logw)
 	defer env.Close()
 	hook := newRTHook()

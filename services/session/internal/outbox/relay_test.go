@@ -38,6 +38,22 @@ func startNATS(t *testing.T, port int, dir string) *server.Server {
 	return ns
 }
 
+// streamOn connects to url and ensures the events stream name; the connection closes with
+// the test.
+func streamOn(ctx context.Context, t *testing.T, url, name string, opts ...nats.Option) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if _, err := EnsureStream(ctx, js, name); err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 func event(dev string, i int) []byte {
 	b, _ := proto.Marshal(&eventsv1.Event{EventId: fmt.Sprintf("%s-%03d", dev, i), DeviceId: dev, Time: timestamppb.Now(),
 		Payload: &eventsv1.Event_WakeRequested{WakeRequested: &eventsv1.WakeRequested{Reason: fmt.Sprint(i)}}})
@@ -54,15 +70,7 @@ func TestNoEventLostWhileNATSIsDown(t *testing.T) {
 	ns := startNATS(t, -1, dir)
 	url := ns.ClientURL()
 	port := ns.Addr().(*net.TCPAddr).Port
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	if _, err := EnsureStream(ctx, js, "EV"); err != nil {
-		t.Fatal(err)
-	}
+	js := streamOn(ctx, t, url, "EV", nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	st := store.New(testredis.Client(t), testredis.Prefix(t), store.Options{})
 	devs := []string{"IMEI:A", "IMEI:B"}
 	for _, d := range devs {
@@ -115,12 +123,20 @@ func TestNoEventLostWhileNATSIsDown(t *testing.T) {
 	waitFor(t, func() bool { return streamCount() == 60 })
 
 	// Per device: all 30 events, in commit order, once each.
-	cons, err := js.OrderedConsumer(ctx, "EV", jetstream.OrderedConsumerConfig{})
+	checkStream(ctx, t, js, "EV", devs, 30)
+}
+
+// checkStream reads the whole stream and checks that each device's events are there once
+// each, in commit order (event ids <device>-000, -001, ...), with the event's subject and
+// its id as Nats-Msg-Id.
+func checkStream(ctx context.Context, t *testing.T, js jetstream.JetStream, stream string, devs []string, per int) {
+	t.Helper()
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string][]string{}
-	for i := 0; i < 60; i++ {
+	for i := 0; i < len(devs)*per; i++ {
 		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
 		if err != nil {
 			t.Fatal(err)
@@ -135,12 +151,12 @@ func TestNoEventLostWhileNATSIsDown(t *testing.T) {
 		seen[ev.DeviceId] = append(seen[ev.DeviceId], ev.EventId)
 	}
 	for _, d := range devs {
-		if len(seen[d]) != 30 {
-			t.Fatalf("%s: %d events", d, len(seen[d]))
+		if len(seen[d]) != per {
+			t.Fatalf("%s: %d events, want %d", d, len(seen[d]), per)
 		}
-		for i, id := range seen[d] {
-			if id != fmt.Sprintf("%s-%03d", d, i) {
-				t.Fatalf("%s: event %d is %s: out of order or duplicated", d, i, id)
+		for j, id := range seen[d] {
+			if id != fmt.Sprintf("%s-%03d", d, j) {
+				t.Fatalf("%s: event %d is %s: out of order or duplicated", d, j, id)
 			}
 		}
 	}
@@ -177,15 +193,7 @@ func TestBatchesAcrossDevices(t *testing.T) {
 	defer cancel()
 	ns := startNATS(t, -1, t.TempDir())
 	defer ns.Shutdown()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	if _, err := EnsureStream(ctx, js, "EVB"); err != nil {
-		t.Fatal(err)
-	}
+	js := streamOn(ctx, t, ns.ClientURL(), "EVB")
 	rdb := testredis.Client(t)
 	hook := &pipelines{}
 	rdb.AddHook(hook)
@@ -223,30 +231,5 @@ func TestBatchesAcrossDevices(t *testing.T) {
 	}
 	t.Logf("%d devices × %d events: %d pipelines, %d single commands", devices, per, pipes, single)
 
-	cons, err := js.OrderedConsumer(ctx, "EVB", jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string][]string{}
-	for i := 0; i < devices*per; i++ {
-		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ev eventsv1.Event
-		if err := proto.Unmarshal(m.Data(), &ev); err != nil {
-			t.Fatal(err)
-		}
-		seen[ev.DeviceId] = append(seen[ev.DeviceId], ev.EventId)
-	}
-	for _, d := range devs {
-		if len(seen[d]) != per {
-			t.Fatalf("%s: %d events, want %d", d, len(seen[d]), per)
-		}
-		for j, id := range seen[d] {
-			if id != fmt.Sprintf("%s-%03d", d, j) {
-				t.Fatalf("%s: event %d is %s: out of order or duplicated", d, j, id)
-			}
-		}
-	}
+	checkStream(ctx, t, js, "EVB", devs, per)
 }
