@@ -387,6 +387,29 @@ func (s *session) addNextMessage(c *composer) error {
 }
 
 func (s *session) fill(c *composer) error {
+	// The common case first: everything queued fits in one message, measured with one
+	// encoding instead of one per command. Sizes only grow as commands are added, so this
+	// gives the same message as the command-by-command loop below, which runs otherwise.
+	if s.out == nil && len(s.queue) > 1 {
+		fixed := len(c.m.Body.Commands)
+		for _, oc := range s.queue {
+			c.add(oc.cmd, refFor(oc))
+		}
+		ok, err := c.fits()
+		if err != nil {
+			return err
+		}
+		if ok {
+			for _, oc := range s.queue {
+				s.countSent(oc)
+			}
+			s.queue = nil
+			return nil
+		}
+		for len(c.m.Body.Commands) > fixed {
+			c.pop()
+		}
+	}
 	for {
 		if s.out != nil {
 			// Statuses may share a message with a chunk; new commands may not (§3.2).
