@@ -17,6 +17,7 @@ import (
 type RedisHook struct {
 	tracer trace.Tracer
 	dur    metric.Float64Histogram
+	attrs  AttrCache[string]
 }
 
 // NewRedisHook returns the hook; add it with client.AddHook.
@@ -31,14 +32,21 @@ func (h *RedisHook) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) { return next(ctx, network, addr) }
 }
 
-// ProcessHook wraps one command.
+// ProcessHook wraps one command. A span is made only inside a recorded trace (with no
+// trace exporter, or outside any traced work, the command is only timed).
 func (h *RedisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !trace.SpanFromContext(ctx).IsRecording() {
+			start := time.Now()
+			err := next(ctx, cmd)
+			h.dur.Record(ctx, time.Since(start).Seconds(), h.attrs.Get(cmd.Name(), attribute.String("cmd", cmd.Name())))
+			return err
+		}
 		ctx, span := h.tracer.Start(ctx, "redis "+cmd.Name(), trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithAttributes(attribute.String("db.system", "redis"), attribute.String("db.operation", cmd.Name())))
 		start := time.Now()
 		err := next(ctx, cmd)
-		h.dur.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attribute.String("cmd", cmd.Name())))
+		h.dur.Record(ctx, time.Since(start).Seconds(), h.attrs.Get(cmd.Name(), attribute.String("cmd", cmd.Name())))
 		if err != nil && err != redis.Nil {
 			span.SetStatus(codes.Error, err.Error())
 		}
@@ -50,11 +58,17 @@ func (h *RedisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // ProcessPipelineHook wraps one pipeline (one round trip).
 func (h *RedisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if !trace.SpanFromContext(ctx).IsRecording() {
+			start := time.Now()
+			err := next(ctx, cmds)
+			h.dur.Record(ctx, time.Since(start).Seconds(), h.attrs.Get("pipeline", attribute.String("cmd", "pipeline")))
+			return err
+		}
 		ctx, span := h.tracer.Start(ctx, "redis pipeline", trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithAttributes(attribute.String("db.system", "redis"), attribute.Int("db.commands", len(cmds))))
 		start := time.Now()
 		err := next(ctx, cmds)
-		h.dur.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attribute.String("cmd", "pipeline")))
+		h.dur.Record(ctx, time.Since(start).Seconds(), h.attrs.Get("pipeline", attribute.String("cmd", "pipeline")))
 		if err != nil && err != redis.Nil {
 			span.SetStatus(codes.Error, err.Error())
 		}

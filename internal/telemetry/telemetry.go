@@ -15,11 +15,13 @@ import (
 	"net/http/pprof"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
@@ -164,4 +166,37 @@ func (h HeaderCarrier) Keys() []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// AttrCache memoizes metric attribute options by a comparable key, so that a hot path
+// records a measurement without building (sorting, hashing, allocating) an attribute set
+// each time. The key must determine the attributes; at most MaxAttrCache keys are kept
+// (beyond that the options are built each time).
+type AttrCache[K comparable] struct {
+	mu sync.RWMutex
+	m  map[K]metric.MeasurementOption
+}
+
+// MaxAttrCache bounds an AttrCache.
+const MaxAttrCache = 1024
+
+// Get returns the option for k, built from kv the first time.
+func (c *AttrCache[K]) Get(k K, kv ...attribute.KeyValue) metric.MeasurementOption {
+	c.mu.RLock()
+	o, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return o
+	}
+	s := attribute.NewSet(kv...)
+	o = metric.WithAttributeSet(s)
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[K]metric.MeasurementOption{}
+	}
+	if len(c.m) < MaxAttrCache {
+		c.m[k] = o
+	}
+	c.mu.Unlock()
+	return o
 }

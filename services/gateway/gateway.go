@@ -130,6 +130,13 @@ type Gateway struct {
 	tracer   trace.Tracer
 	messages metric.Int64Counter
 	duration metric.Float64Histogram
+	attrs    telemetry.AttrCache[msgKey]
+}
+
+// msgKey keys the attribute sets of the message metrics.
+type msgKey struct {
+	encoding string
+	status   int
 }
 
 // dialTarget turns SessionAddr into a gRPC target: "dns:///..." (or another scheme) as is,
@@ -239,7 +246,7 @@ func (g *Gateway) serveDM(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 	enc := g.handleDM(sw, r.WithContext(ctx), recv, span)
 	span.SetAttributes(attribute.Int("http.response.status_code", sw.code))
-	attrs := metric.WithAttributes(attribute.String("encoding", enc), attribute.Int("status", sw.code))
+	attrs := g.attrs.Get(msgKey{enc, sw.code}, attribute.String("encoding", enc), attribute.Int("status", sw.code))
 	g.messages.Add(ctx, 1, attrs)
 	g.duration.Record(ctx, time.Since(recv).Seconds(), attrs)
 }

@@ -6,6 +6,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/dmgrid/dmgrid/internal/telemetry"
 )
 
 // Metrics are the session service's own instruments (exported for Prometheus at /metrics).
@@ -15,7 +17,11 @@ type Metrics struct {
 	sessionsEnd  metric.Int64Counter
 	commands     metric.Int64Counter
 	conflicts    metric.Int64Counter
+	attrs        telemetry.AttrCache[attrKey]
 }
+
+// attrKey is up to two attributes' keys and values.
+type attrKey [4]string
 
 // NewMetrics creates the instruments on a meter provider.
 func NewMetrics(mp metric.MeterProvider) *Metrics {
@@ -34,9 +40,18 @@ func NewMetrics(mp metric.MeterProvider) *Metrics {
 }
 
 func (m *Metrics) add(ctx context.Context, c metric.Int64Counter, n int64, attrs ...attribute.KeyValue) {
-	if m != nil && c != nil {
-		c.Add(ctx, n, metric.WithAttributes(attrs...))
+	if m == nil || c == nil {
+		return
 	}
+	if len(attrs) > 2 {
+		c.Add(ctx, n, metric.WithAttributes(attrs...))
+		return
+	}
+	var k attrKey
+	for i, a := range attrs {
+		k[2*i], k[2*i+1] = string(a.Key), a.Value.Emit()
+	}
+	c.Add(ctx, n, m.attrs.Get(k, attrs...))
 }
 
 // traceParent returns the W3C traceparent of ctx's span ("" without one), for events.
