@@ -42,7 +42,7 @@ func TestAttrCache(t *testing.T) {
 		t.Fatalf("series %v, want xml/ok=3 wbxml/ok=5", got)
 	}
 	for i := 0; i < MaxAttrCache+10; i++ {
-		c.Get([2]string{"k", string(rune('a' + i%26)) + string(rune(i))}, attribute.Int("i", i))
+		c.Get([2]string{"k", string(rune('a'+i%26)) + string(rune(i))}, attribute.Int("i", i))
 	}
 	if len(c.m) > MaxAttrCache {
 		t.Fatalf("cache holds %d keys, bound %d", len(c.m), MaxAttrCache)
