@@ -224,10 +224,12 @@ func TestBatchesAcrossDevices(t *testing.T) {
 		waitFor(t, func() bool { left, _ := st.ReadOutbox(ctx, d, 10); return len(left) == 0 })
 	}
 	pipes, single := hook.n.Load()-p0, hook.cmds.Load()-c0
-	// 300 devices fit two batches of at most 256: about four pipelines, plus the start-up
-	// scan (single commands) and its re-notifications.
-	if pipes > 12 {
-		t.Errorf("%d pipelines for %d devices, want batches (≤ 12)", pipes, devices)
+	// Unbatched, each device costs a read and a removal: 600 round trips. 300 devices fit
+	// two batches of at most 256 (four pipelines); the start-up scan (single commands)
+	// notifies devices again while they are in flight, which adds small batches depending on
+	// timing (up to 15 pipelines seen under -race on a loaded machine).
+	if pipes > devices/5 {
+		t.Errorf("%d pipelines for %d devices, want batches (≤ %d)", pipes, devices, devices/5)
 	}
 	t.Logf("%d devices × %d events: %d pipelines, %d single commands", devices, per, pipes, single)
 
