@@ -48,9 +48,11 @@ type Config struct {
 // Relay moves events from Redis to JetStream.
 //
 // Devices with new events are gathered into batches: one pipelined read of all their
-// outboxes, every event published asynchronously (in commit order per device, on one
-// connection), one wait for the acknowledgements, one pipelined removal of the
-// acknowledged prefix of each outbox. Under load a batch covers many devices, so the
+// outboxes, then rounds in which the next event of every device is published
+// asynchronously and the round's acknowledgements awaited (a device's next event goes out
+// only once the previous one is stored, so its events reach the stream in commit order
+// even across failures), then one pipelined removal of the acknowledged prefix of each
+// outbox. Under load a batch covers many devices, so the
 // relay adds a small fraction of a Redis round trip per event.
 type Relay struct {
 	st  *store.Store
@@ -200,8 +202,7 @@ func (r *Relay) runBatch(ctx context.Context, devs []string) {
 	}
 }
 
-// sent is one outbox entry handed to JetStream: fut is nil when it was dropped as
-// unpublishable (which finishes it too).
+// sent is one outbox entry handed to JetStream, awaiting its acknowledgement.
 type sent struct {
 	fut   jetstream.PubAckFuture
 	span  trace.Span
@@ -223,61 +224,84 @@ func (r *Relay) relay(ctx context.Context, devs []string) (errs []error, more []
 		more[i] = len(entries[i]) == r.cfg.Batch
 	}
 
-	// Publish everything, in order per device; a device stops at its first failure.
-	out := make([][]sent, len(devs))
+	// Publish in rounds: round k sends entry k of every device whose entries 0..k-1 are
+	// acknowledged (or dropped), asynchronously, then waits for those acknowledgements. A
+	// device's events thus reach the stream strictly in commit order even when a publish
+	// fails (nothing after it is sent), while all the batch's devices share each round
+	// trip. done[i] entries of device i, from the head, can leave the outbox.
+	done := make([]int, len(devs))
+	live := make([]bool, len(devs))
 	for i := range devs {
-		for _, e := range entries[i] {
-			fut, span, err := r.publish(ctx, devs[i], e)
-			if err != nil {
-				errs[i] = err
-				break
-			}
-			out[i] = append(out[i], sent{fut: fut, span: span, start: time.Now()})
-		}
+		live[i] = errs[i] == nil && len(entries[i]) > 0
 	}
-	// Wait for the acknowledgements: done[i] entries of device i, from the head, are
-	// acknowledged or dropped and can leave the outbox.
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()
 	expired := false
-	done := make([]int, len(devs))
 	acked := 0
-	for i := range devs {
-		broken := false
-		for _, p := range out[i] {
-			var perr error
-			if p.fut != nil {
-				switch {
-				case expired:
-					perr = errors.New("no acknowledgement from JetStream within 10s")
-				default:
-					select {
-					case <-p.fut.Ok():
-					case perr = <-p.fut.Err():
-					case <-deadline.C:
-						expired = true
-						perr = errors.New("no acknowledgement from JetStream within 10s")
-					case <-ctx.Done():
-						expired = true
-						perr = ctx.Err()
-					}
-				}
-				if p.span != nil {
-					p.span.End()
-				}
-				if perr == nil {
-					acked++
-					if r.cfg.PublishLatency != nil {
-						r.cfg.PublishLatency.Record(ctx, time.Since(p.start).Seconds())
-					}
-				}
+	round := make([]sent, len(devs))
+	for k := 0; ; k++ {
+		inFlight := false
+		for i := range devs {
+			round[i] = sent{}
+			if !live[i] || k >= len(entries[i]) {
+				live[i] = false
+				continue
 			}
-			if perr != nil && !broken {
-				broken = true
-				errs[i] = fmt.Errorf("publish: %w", perr)
+			fut, span, err := r.publish(ctx, devs[i], entries[i][k])
+			if err != nil {
+				errs[i], live[i] = err, false
+				continue
 			}
-			if !broken {
+			if fut == nil { // dropped as unpublishable: finished
 				done[i]++
+				continue
+			}
+			round[i] = sent{fut: fut, span: span, start: time.Now()}
+			inFlight = true
+		}
+		if !inFlight {
+			// Nothing in flight: either every device is finished, or this round only
+			// dropped entries (then go on with the next ones).
+			still := false
+			for i := range devs {
+				still = still || live[i]
+			}
+			if !still {
+				break
+			}
+			continue
+		}
+		for i := range devs {
+			p := round[i]
+			if p.fut == nil {
+				continue
+			}
+			var perr error
+			if expired {
+				perr = errors.New("no acknowledgement from JetStream within 10s")
+			} else {
+				select {
+				case <-p.fut.Ok():
+				case perr = <-p.fut.Err():
+				case <-deadline.C:
+					expired = true
+					perr = errors.New("no acknowledgement from JetStream within 10s")
+				case <-ctx.Done():
+					expired = true
+					perr = ctx.Err()
+				}
+			}
+			if p.span != nil {
+				p.span.End()
+			}
+			if perr != nil {
+				errs[i], live[i] = fmt.Errorf("publish: %w", perr), false
+				continue
+			}
+			acked++
+			done[i]++
+			if r.cfg.PublishLatency != nil {
+				r.cfg.PublishLatency.Record(ctx, time.Since(p.start).Seconds())
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -234,4 +235,72 @@ func TestBatchesAcrossDevices(t *testing.T) {
 	t.Logf("%d devices × %d events: %d pipelines, %d single commands", devices, per, pipes, single)
 
 	checkStream(ctx, t, js, "EVB", devs, per)
+}
+
+// failOnce is the real JetStream client, except that the first publish of one event id is
+// not sent and its acknowledgement fails asynchronously, as a lost or refused publish does
+// (a fault injected in front of a real server).
+type failOnce struct {
+	jetstream.JetStream
+	id     string
+	failed atomic.Bool
+}
+
+func (f *failOnce) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	if m.Header.Get(jetstream.MsgIDHeader) == f.id && f.failed.CompareAndSwap(false, true) {
+		errc := make(chan error, 1)
+		errc <- errors.New("injected publish failure")
+		return &failedAck{msg: m, err: errc}, nil
+	}
+	return f.JetStream.PublishMsgAsync(m, opts...)
+}
+
+// failedAck is a publish whose acknowledgement failed.
+type failedAck struct {
+	msg *nats.Msg
+	err chan error
+}
+
+func (a *failedAck) Ok() <-chan *jetstream.PubAck { return nil }
+func (a *failedAck) Err() <-chan error            { return a.err }
+func (a *failedAck) Msg() *nats.Msg               { return a.msg }
+
+// TestFailedPublishKeepsOrder: when one event's publish fails (asynchronously, after later
+// ones could have been sent), none of the device's later events reaches the stream before it; the device is retried and every event arrives once,
+// in commit order; another device in the same batch is not held up.
+func TestFailedPublishKeepsOrder(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := startNATS(t, -1, t.TempDir())
+	defer ns.Shutdown()
+	js := streamOn(ctx, t, ns.ClientURL(), "EVF")
+	st := store.New(testredis.Client(t), testredis.Prefix(t), store.Options{})
+	devs := []string{"IMEI:F1", "IMEI:F2"}
+	for _, d := range devs {
+		var evs [][]byte
+		for j := 0; j < 5; j++ {
+			evs = append(evs, event(d, j))
+		}
+		if err := st.AppendOutbox(ctx, d, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fj := &failOnce{JetStream: js, id: "IMEI:F1-002"}
+	r := New(st, fj, slog.New(slog.NewTextHandler(io.Discard, nil)), Config{ScanInterval: time.Hour, Retry: 100 * time.Millisecond})
+	for _, d := range devs {
+		r.Notify(d)
+	}
+	go r.Run(ctx)
+	waitFor(t, func() bool {
+		for _, d := range devs {
+			if left, _ := st.ReadOutbox(ctx, d, 10); len(left) > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if !fj.failed.Load() {
+		t.Fatal("the injected failure did not happen")
+	}
+	checkStream(ctx, t, js, "EVF", devs, 5)
 }
