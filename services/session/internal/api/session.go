@@ -70,8 +70,9 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 		resp.Reply = syncmlpb.ToProto(refusal.Reply)
 		return resp, nil
 	}
+	needLO := engine.NeedsLOBuffer(m)
 	for attempt := 0; attempt < maxCommitAttempts; attempt++ {
-		st, err := s.St.Load(ctx, dev, sid, in.BodyHash)
+		st, err := s.St.Load(ctx, dev, sid, in.BodyHash, needLO)
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "load state: %v", err)
 		}

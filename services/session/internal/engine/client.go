@@ -8,6 +8,25 @@ import (
 	"github.com/dmgrid/dmgrid/pkg/syncml"
 )
 
+// NeedsLOBuffer reports whether handling m may need the chunks of an incoming large
+// object received so far (State's Session.InLO.Buf): only a message with a Results item
+// that is not marked MoreData can complete one. The store reads the buffer only then, so
+// a large object costs its size in reads, not its size times its chunk count.
+func NeedsLOBuffer(m *syncml.Message) bool {
+	for i := range m.Body.Commands {
+		c := &m.Body.Commands[i]
+		if c.Kind != syncml.KindResults {
+			continue
+		}
+		for j := range c.Items {
+			if !c.Items[j].MoreData {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // clientCommands handles every command of the client's message in document order
 // (PROTOCOL.md §3): Status and Results are correlated to what we sent; Alerts and the
 // DevInfo Replace are answered with a Status.
@@ -132,7 +151,10 @@ func (p *proc) clientResults(c *syncml.Command) {
 				lo = &InLO{MsgRef: msgRef, CmdRef: c.CmdRef, CommandID: cmd.ID, URI: uri, Format: format, MIME: mime, Declared: declared}
 				p.sess.InLO = lo
 			}
-			if int64(len(lo.Buf)+len(val)) > p.e.cfg.ServerMaxObjSize {
+			if lo.Received == 0 && len(lo.Buf) > 0 {
+				lo.Received = int64(len(lo.Buf)) // a record from before Received was kept
+			}
+			if lo.Received+int64(len(val)) > p.e.cfg.ServerMaxObjSize {
 				p.sess.InLO = nil
 				p.out.LOReset = true
 				p.r.status(p.m, c, 413)
@@ -140,15 +162,24 @@ func (p *proc) clientResults(c *syncml.Command) {
 				return
 			}
 			lo.Buf = append(lo.Buf, val...)
+			lo.Received += int64(len(val))
 			if it.MoreData {
 				p.out.LOAppend = append(p.out.LOAppend, val...)
 				p.r.status(p.m, c, 213)
 				p.touch(cmd)
 				continue
 			}
-			// Last chunk: check the size before committing (424 on mismatch).
+			// Last chunk: the store handed back the chunks received so far (it does for a
+			// message that may end a large object, NeedsLOBuffer); check the size before
+			// committing (424 on mismatch).
 			p.sess.InLO = nil
 			p.out.LOReset = true
+			if int64(len(lo.Buf)) != lo.Received {
+				// The buffer expired or was not loaded: the object cannot be rebuilt.
+				p.r.status(p.m, c, 500)
+				p.setState(cmd, StateFailed, 500, "large object chunks lost")
+				return
+			}
 			data, ok := sizeMatches(lo.Buf, lo.Declared, lo.Format)
 			if !ok {
 				p.r.status(p.m, c, 424)

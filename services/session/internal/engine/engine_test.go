@@ -19,10 +19,12 @@ type memStore struct {
 	cmds     map[string]*Command
 	queue    []string
 	events   []Event
+	lo       map[string][]byte // incoming large-object chunks by session, as the store keeps them
+	loReads  int               // loads that handed the chunks back
 }
 
 func newMem(a *Account) *memStore {
-	return &memStore{acct: a, sessions: map[string]*Session{}, cmds: map[string]*Command{}}
+	return &memStore{acct: a, sessions: map[string]*Session{}, cmds: map[string]*Command{}, lo: map[string][]byte{}}
 }
 
 func (s *memStore) enqueue(cs ...*Command) {
@@ -33,8 +35,20 @@ func (s *memStore) enqueue(cs ...*Command) {
 	}
 }
 
-func (s *memStore) state(sessionID string) State {
+// state is what Load returns; the large-object chunks come back only with needLO, as the
+// store hands them back only for a message that may complete the object.
+func (s *memStore) state(sessionID string, needLO bool) State {
 	st := State{Session: s.sessions[sessionID]}
+	if sess := st.Session; sess != nil && sess.InLO != nil {
+		cp, lo := *sess, *sess.InLO
+		lo.Buf = nil
+		if needLO {
+			lo.Buf = append([]byte(nil), s.lo[sessionID]...)
+			s.loReads++
+		}
+		cp.InLO = &lo
+		st.Session = &cp
+	}
 	if s.acct != nil {
 		a := *s.acct
 		st.Account = &a
@@ -58,6 +72,11 @@ func (s *memStore) apply(o Output) {
 	}
 	if o.Session != nil {
 		s.sessions[o.Session.SessionID] = o.Session
+		if o.LOReset {
+			delete(s.lo, o.Session.SessionID)
+		} else if len(o.LOAppend) > 0 {
+			s.lo[o.Session.SessionID] = append(s.lo[o.Session.SessionID], o.LOAppend...)
+		}
 	}
 	for _, c := range o.Commands {
 		s.cmds[c.ID] = c
@@ -110,7 +129,7 @@ func (c *client) send(m *syncml.Message) *syncml.Message {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	out := c.e.Process(c.st.state(c.sess), Input{Msg: dm, Encoding: c.enc, BodyHash: dmauth.BodyHash(b), Now: c.now})
+	out := c.e.Process(c.st.state(c.sess, NeedsLOBuffer(dm)), Input{Msg: dm, Encoding: c.enc, BodyHash: dmauth.BodyHash(b), Now: c.now})
 	c.st.apply(out)
 	if out.Reply == nil {
 		c.t.Fatal("no reply")
@@ -449,5 +468,76 @@ func TestAcceptsResultsFormatInAnyCase(t *testing.T) {
 	c.send(m)
 	if got := c.st.cmds["g"]; got.State != StateCompleted || string(got.Results[0].Data) != "hello" || got.Results[0].Format != "b64" {
 		t.Fatalf("result = %+v", got.Results)
+	}
+}
+
+// TestLargeObjectInChunks: Results arriving in chunks (MoreData) are answered 213, kept by
+// the store, read back only for the message that may end the object, and rebuilt into the
+// command's result; if the chunks are gone by then, the command fails instead of completing
+// with a partial value.
+func TestLargeObjectInChunks(t *testing.T) {
+	for _, lose := range []bool{false, true} {
+		t.Run(map[bool]string{false: "complete", true: "chunks lost"}[lose], func(t *testing.T) {
+			c := newClient(t, Config{})
+			c.st.enqueue(&Command{ID: "g", Op: Operation{Type: OpGet, TargetURI: "./LO"}})
+			c.nonce = c.st.acct.ClientNonce
+			r := c.send(c.pkg1(true))
+			var get string
+			for _, sc := range r.Body.Commands {
+				if sc.Kind == syncml.KindGet {
+					get = sc.CmdID
+				}
+			}
+			getMsg := r.Header.MsgID
+			chunk := func(data string, more bool, final bool) *syncml.Message {
+				m := &syncml.Message{Header: c.header()}
+				it := syncml.Item{Source: &syncml.Locator{LocURI: "./LO"}, Data: syncml.TextData(data), MoreData: more}
+				res := syncml.Command{Kind: syncml.KindResults, CmdID: "3", MsgRef: getMsg, CmdRef: get, Items: []syncml.Item{it}}
+				if data == "abc" {
+					res.Items[0].Meta = &syncml.Meta{Size: "9"}
+				}
+				m.Body.Commands = []syncml.Command{
+					{Kind: syncml.KindStatus, CmdID: "1", MsgRef: r.Header.MsgID, CmdRef: "0", Cmd: "SyncHdr", Data: "200"},
+				}
+				if data == "abc" {
+					m.Body.Commands = append(m.Body.Commands, syncml.Command{Kind: syncml.KindStatus, CmdID: "2", MsgRef: getMsg, CmdRef: get, Cmd: "Get", Data: "200"})
+				}
+				m.Body.Commands = append(m.Body.Commands, res)
+				m.Body.Final = final
+				return m
+			}
+			for _, part := range []string{"abc", "def"} {
+				r = c.send(chunk(part, true, false))
+				got := ""
+				for _, sc := range r.Body.Commands {
+					if sc.Kind == syncml.KindStatus && sc.Cmd == "Results" {
+						got = sc.Data
+					}
+				}
+				if got != "213" {
+					t.Fatalf("chunk %q answered %q, want 213", part, got)
+				}
+			}
+			if c.st.loReads != 0 || string(c.st.lo["1A2B"]) != "abcdef" {
+				t.Fatalf("after two chunks: %d reads of the buffer (want 0), stored %q", c.st.loReads, c.st.lo["1A2B"])
+			}
+			if lose {
+				delete(c.st.lo, "1A2B") // the buffer key expired
+			}
+			c.send(chunk("ghi", false, true))
+			if c.st.loReads != 1 {
+				t.Fatalf("the buffer was read %d times, want once (for the last chunk)", c.st.loReads)
+			}
+			g := c.st.cmds["g"]
+			switch {
+			case !lose && (g.State != StateCompleted || len(g.Results) != 1 || string(g.Results[0].Data) != "abcdefghi"):
+				t.Fatalf("command = %+v", g)
+			case lose && (g.State != StateFailed || g.Status != 500):
+				t.Fatalf("with the chunks lost: command = %+v, want failed with 500", g)
+			}
+			if _, left := c.st.lo["1A2B"]; left {
+				t.Fatal("buffer not reset after the last chunk")
+			}
+		})
 	}
 }

@@ -64,9 +64,12 @@ type InLO struct {
 	Format    string `json:"format,omitempty"`
 	MIME      string `json:"mime,omitempty"`
 	Declared  int64  `json:"declared"`
+	// Received counts the bytes of the chunks received so far.
+	Received int64 `json:"received,omitempty"`
 	// Buf holds the chunks received so far. It is not part of the session record: the store
 	// keeps it in its own key, appends each message's chunk (Output.LOAppend) and hands it
-	// back on Load, so a large object is not rewritten with the session on every chunk.
+	// back on Load only for a message that may complete the object (NeedsLOBuffer), so a
+	// large object is neither rewritten with the session nor read back on every chunk.
 	Buf []byte `json:"-"`
 }
 

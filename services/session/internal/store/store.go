@@ -164,7 +164,7 @@ func (s *Store) decodeAccount(data, cn, sn string) (*Device, error) {
 // loadScript returns, for one device: account fields (data, client nonce, server nonce,
 // DevDetail time), the session's version, record and last body hash, the last reply when
 // ARGV[3] equals that hash, the first ARGV[2] commands of the queue, and the incoming
-// large-object buffer. Command keys are built from the device's own hash tag, so they are
+// large-object buffer when one is arriving and ARGV[4] is 1. Command keys are built from the device's own hash tag, so they are
 // in the script's slot.
 var loadScript = redis.NewScript(`
 local acct = redis.call('HMGET', KEYS[1], 'data', 'cn', 'sn', 'dd')
@@ -178,17 +178,22 @@ for i, id in ipairs(ids) do
   if c then cmds[#cmds + 1] = c end
 end
 local lo = false
-if sess[4] == '1' then lo = redis.call('GET', KEYS[4]) end
+if sess[4] == '1' and ARGV[4] == '1' then lo = redis.call('GET', KEYS[4]) end
 return {acct[1] or false, acct[2] or false, acct[3] or false, acct[4] or false,
   sess[1] or false, sess[2] or false, sess[3] or false, reply or false, cmds, lo}
 `)
 
 // Load reads everything the engine needs for one message in one round trip. bodyHash is
 // the message's body hash (engine.Input.BodyHash): the cached reply comes back only when
-// it matches the last message's.
-func (s *Store) Load(ctx context.Context, deviceID, sessionID, bodyHash string) (engine.State, error) {
+// it matches the last message's. needLO (engine.NeedsLOBuffer of the message) asks for the
+// chunks of an incoming large object received so far; without it they stay in Redis.
+func (s *Store) Load(ctx context.Context, deviceID, sessionID, bodyHash string, needLO bool) (engine.State, error) {
 	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.loKey(deviceID, sessionID)}
-	res, err := loadScript.Run(ctx, s.rdb, keys, s.cmdPrefix(deviceID), s.opt.MaxQueueLoad, bodyHash).Slice()
+	lo := "0"
+	if needLO {
+		lo = "1"
+	}
+	res, err := loadScript.Run(ctx, s.rdb, keys, s.cmdPrefix(deviceID), s.opt.MaxQueueLoad, bodyHash, lo).Slice()
 	if err != nil {
 		return engine.State{}, fmt.Errorf("load device %s: %w", deviceID, err)
 	}

@@ -184,7 +184,7 @@ func testQueue(t *testing.T, s *Store) {
 	if _, _, err := s.Enqueue(ctx, dev, "", []*engine.Command{mkCmd(dev, 4, engine.OpDelete)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	st, err := s.Load(ctx, dev, "S1", "")
+	st, err := s.Load(ctx, dev, "S1", "", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func testSession(t *testing.T, rdb redis.UniversalClient) {
 		t.Fatal(err)
 	}
 	// Warm the script cache so the count shows the steady state (EVALSHA hits).
-	if _, err := s.Load(ctx, dev, "x", ""); err != nil {
+	if _, err := s.Load(ctx, dev, "x", "", false); err != nil {
 		t.Fatal(err)
 	}
 	if err := commitScript.Load(ctx, rdb).Err(); err != nil && !isCluster(rdb) {
@@ -242,7 +242,7 @@ func testSession(t *testing.T, rdb redis.UniversalClient) {
 	send := func(m *syncml.Message, body string) engine.Output {
 		t.Helper()
 		before := rt.n.Load()
-		st, err := s.Load(ctx, dev, m.Header.SessionID, dmauth.BodyHash([]byte(body)))
+		st, err := s.Load(ctx, dev, m.Header.SessionID, dmauth.BodyHash([]byte(body)), false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -272,12 +272,12 @@ func testSession(t *testing.T, rdb redis.UniversalClient) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st, err := s.Load(ctx, dev, "7", dmauth.BodyHash([]byte("pkg1"))); err != nil || st.Session == nil || st.Session.LastReply == nil {
+	if st, err := s.Load(ctx, dev, "7", dmauth.BodyHash([]byte("pkg1")), false); err != nil || st.Session == nil || st.Session.LastReply == nil {
 		t.Fatalf("load for a retransmission: %v, %+v", err, st.Session)
 	} else if got, err := syncml.Encode(st.Session.LastReply, syncml.EncodingXML); err != nil || string(got) != string(want) {
 		t.Fatalf("cached reply:\n%s\nwant\n%s", got, want)
 	}
-	if st, err := s.Load(ctx, dev, "7", dmauth.BodyHash([]byte("pkg3"))); err != nil || st.Session.LastReply != nil || st.Session.LastReqHash != dmauth.BodyHash([]byte("pkg1")) {
+	if st, err := s.Load(ctx, dev, "7", dmauth.BodyHash([]byte("pkg3")), false); err != nil || st.Session.LastReply != nil || st.Session.LastReqHash != dmauth.BodyHash([]byte("pkg1")) {
 		t.Fatalf("load for another body: %v, reply %v, hash %q", err, st.Session.LastReply != nil, st.Session.LastReqHash)
 	}
 	var get *syncml.Command
@@ -290,7 +290,7 @@ func testSession(t *testing.T, rdb redis.UniversalClient) {
 		t.Fatal("no Get in pkg2")
 	}
 	// A stale commit (another worker got there first) is refused and changes nothing.
-	st, _ := s.Load(ctx, dev, "7", "")
+	st, _ := s.Load(ctx, dev, "7", "", false)
 	stale := st
 	stale.Session = &engine.Session{Version: st.Session.Version - 1}
 	if err := s.Commit(ctx, dev, "7", stale, engine.Output{Commit: true, Session: &engine.Session{SessionID: "7"}}, nil); !errors.Is(err, ErrConflict) {
@@ -311,7 +311,7 @@ func testSession(t *testing.T, rdb redis.UniversalClient) {
 	if c.State != engine.StateCompleted || string(c.Results[0].Data) != "v1" {
 		t.Fatalf("command = %+v", c)
 	}
-	st, _ = s.Load(ctx, dev, "7", "")
+	st, _ = s.Load(ctx, dev, "7", "", false)
 	if len(st.Queue) != 0 || !st.Session.Ended {
 		t.Fatalf("after the session: queue %d, ended %v", len(st.Queue), st.Session.Ended)
 	}
@@ -322,3 +322,54 @@ func testSession(t *testing.T, rdb redis.UniversalClient) {
 }
 
 func isCluster(rdb redis.UniversalClient) bool { _, ok := rdb.(*redis.ClusterClient); return ok }
+
+// TestLargeObjectBuffer: the chunks of an incoming large object are appended in Redis and
+// come back on Load only when asked for (a message that may complete the object), so a
+// chunked transfer is not read back in full on every chunk.
+func TestLargeObjectBuffer(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, testredis.Client(t))
+	dev := "IMEI:LO1"
+	if err := s.CreateDevice(ctx, NewDevice{Account: engine.Account{DeviceID: dev}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Load(ctx, dev, "L", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit := func(loaded engine.State, chunk string, received int64) engine.State {
+		t.Helper()
+		sess := &engine.Session{SessionID: "L", InLO: &engine.InLO{CmdRef: "3", CommandID: "c1", Declared: 9, Received: received}}
+		if err := s.Commit(ctx, dev, "L", loaded, engine.Output{Commit: true, Session: sess, LOAppend: []byte(chunk)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		next, err := s.Load(ctx, dev, "L", "", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return next
+	}
+	st = commit(st, "abc", 3)
+	st = commit(st, "def", 6)
+	if lo := st.Session.InLO; lo == nil || lo.Received != 6 || lo.Buf != nil {
+		t.Fatalf("without needLO: InLO %+v, want Received 6 and no buffer", lo)
+	}
+	full, err := s.Load(ctx, dev, "L", "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lo := full.Session.InLO; lo == nil || string(lo.Buf) != "abcdef" {
+		t.Fatalf("with needLO: InLO %+v, want the buffer abcdef", lo)
+	}
+	// The object completes: the buffer is dropped with the session's large-object state.
+	if err := s.Commit(ctx, dev, "L", full, engine.Output{Commit: true, Session: &engine.Session{SessionID: "L"}, LOReset: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	after, err := s.Load(ctx, dev, "L", "", true)
+	if err != nil || after.Session.InLO != nil {
+		t.Fatalf("after the reset: %v, InLO %+v", err, after.Session.InLO)
+	}
+	if n, err := s.rdb.Exists(ctx, s.loKey(dev, "L")).Result(); err != nil || n != 0 {
+		t.Fatalf("large-object buffer key left behind: %d, %v", n, err)
+	}
+}
