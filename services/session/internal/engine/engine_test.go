@@ -444,19 +444,27 @@ func TestAcceptsReversedDomainAlertType(t *testing.T) {
 	t.Fatal("no generic alert event")
 }
 
+// openWithGet queues Get uri as command "g" and opens an authenticated session: the reply
+// to Package 1 and the Get's CmdID in it.
+func openWithGet(t *testing.T, uri string) (*client, *syncml.Message, string) {
+	t.Helper()
+	c := newClient(t, Config{})
+	c.st.enqueue(&Command{ID: "g", Op: Operation{Type: OpGet, TargetURI: uri}})
+	c.nonce = c.st.acct.ClientNonce
+	r := c.send(c.pkg1(true))
+	for _, sc := range r.Body.Commands {
+		if sc.Kind == syncml.KindGet {
+			return c, r, sc.CmdID
+		}
+	}
+	t.Fatal("no Get in the reply to Package 1")
+	return nil, nil, ""
+}
+
 // TestAcceptsResultsFormatInAnyCase: Results with Meta Format "Chr"/"B64" (HAP sends "Chr")
 // are read case-insensitively; b64 values are decoded.
 func TestAcceptsResultsFormatInAnyCase(t *testing.T) {
-	c := newClient(t, Config{})
-	c.st.enqueue(&Command{ID: "g", Op: Operation{Type: OpGet, TargetURI: "./A"}})
-	c.nonce = c.st.acct.ClientNonce
-	r := c.send(c.pkg1(true))
-	var get string
-	for _, sc := range r.Body.Commands {
-		if sc.Kind == syncml.KindGet {
-			get = sc.CmdID
-		}
-	}
+	c, r, get := openWithGet(t, "./A")
 	m := &syncml.Message{Header: c.header()}
 	m.Body.Commands = []syncml.Command{
 		{Kind: syncml.KindStatus, CmdID: "1", MsgRef: r.Header.MsgID, CmdRef: "0", Cmd: "SyncHdr", Data: "200"},
@@ -478,16 +486,7 @@ func TestAcceptsResultsFormatInAnyCase(t *testing.T) {
 func TestLargeObjectInChunks(t *testing.T) {
 	for _, lose := range []bool{false, true} {
 		t.Run(map[bool]string{false: "complete", true: "chunks lost"}[lose], func(t *testing.T) {
-			c := newClient(t, Config{})
-			c.st.enqueue(&Command{ID: "g", Op: Operation{Type: OpGet, TargetURI: "./LO"}})
-			c.nonce = c.st.acct.ClientNonce
-			r := c.send(c.pkg1(true))
-			var get string
-			for _, sc := range r.Body.Commands {
-				if sc.Kind == syncml.KindGet {
-					get = sc.CmdID
-				}
-			}
+			c, r, get := openWithGet(t, "./LO")
 			getMsg := r.Header.MsgID
 			chunk := func(data string, more bool, final bool) *syncml.Message {
 				m := &syncml.Message{Header: c.header()}
