@@ -99,11 +99,17 @@ func (r *Relay) Notify(deviceID string) {
 	}
 	r.pending[deviceID] = true
 	r.mu.Unlock()
+	r.offer(deviceID)
+}
+
+// offer puts a pending device on the work queue, or releases it when the queue is full
+// (the periodic scan finds it later).
+func (r *Relay) offer(dev string) {
 	select {
-	case r.work <- deviceID:
+	case r.work <- dev:
 	default:
 		r.mu.Lock()
-		delete(r.pending, deviceID)
+		delete(r.pending, dev)
 		r.mu.Unlock()
 	}
 }
@@ -192,13 +198,7 @@ func (r *Relay) runBatch(ctx context.Context, devs []string) {
 		time.AfterFunc(r.cfg.Retry, func() { r.Notify(dev) })
 	}
 	for _, dev := range requeue {
-		select {
-		case r.work <- dev:
-		default: // full: the periodic scan finds it
-			r.mu.Lock()
-			delete(r.pending, dev)
-			r.mu.Unlock()
-		}
+		r.offer(dev)
 	}
 }
 
@@ -229,47 +229,33 @@ func (r *Relay) relay(ctx context.Context, devs []string) (errs []error, more []
 	// device's events thus reach the stream strictly in commit order even when a publish
 	// fails (nothing after it is sent), while all the batch's devices share each round
 	// trip. done[i] entries of device i, from the head, can leave the outbox.
+	// Device i takes part in round k while it has no error and entries 0..k-1 are done.
 	done := make([]int, len(devs))
-	live := make([]bool, len(devs))
-	for i := range devs {
-		live[i] = errs[i] == nil && len(entries[i]) > 0
-	}
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()
 	expired := false
 	acked := 0
 	round := make([]sent, len(devs))
 	for k := 0; ; k++ {
-		inFlight := false
+		tried := false
 		for i := range devs {
 			round[i] = sent{}
-			if !live[i] || k >= len(entries[i]) {
-				live[i] = false
+			if errs[i] != nil || done[i] != k || k >= len(entries[i]) {
 				continue
 			}
+			tried = true
 			fut, span, err := r.publish(ctx, devs[i], entries[i][k])
-			if err != nil {
-				errs[i], live[i] = err, false
-				continue
-			}
-			if fut == nil { // dropped as unpublishable: finished
+			switch {
+			case err != nil:
+				errs[i] = err
+			case fut == nil: // dropped as unpublishable: finished
 				done[i]++
-				continue
+			default:
+				round[i] = sent{fut: fut, span: span, start: time.Now()}
 			}
-			round[i] = sent{fut: fut, span: span, start: time.Now()}
-			inFlight = true
 		}
-		if !inFlight {
-			// Nothing in flight: either every device is finished, or this round only
-			// dropped entries (then go on with the next ones).
-			still := false
-			for i := range devs {
-				still = still || live[i]
-			}
-			if !still {
-				break
-			}
-			continue
+		if !tried {
+			break
 		}
 		for i := range devs {
 			p := round[i]
@@ -295,7 +281,7 @@ func (r *Relay) relay(ctx context.Context, devs []string) (errs []error, more []
 				p.span.End()
 			}
 			if perr != nil {
-				errs[i], live[i] = fmt.Errorf("publish: %w", perr), false
+				errs[i] = fmt.Errorf("publish: %w", perr)
 				continue
 			}
 			acked++
