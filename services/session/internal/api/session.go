@@ -92,7 +92,8 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "encode events: %v", err)
 		}
-		err = s.St.Commit(ctx, dev, sid, st, out, evs)
+		reply := syncmlpb.ToProto(out.Reply) // the response's, and the session's retransmission copy
+		err = s.St.Commit(ctx, dev, sid, st, out, evs, reply)
 		if errors.Is(err, store.ErrConflict) {
 			s.Metrics.add(ctx, s.Metrics.conflicts, 1)
 			continue
@@ -110,7 +111,7 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 				slog.String("msg_id", m.Header.MsgID), slog.String("outcome", out.Outcome), slog.Int("commands_changed", len(out.Commands)),
 				slog.Int("events", len(evs)), slog.Int("attempt", attempt+1))
 		}
-		resp.Reply = syncmlpb.ToProto(out.Reply)
+		resp.Reply = reply
 		if a := st.Account; a != nil && a.ServerAuth == engine.AuthHMAC {
 			resp.ReplyAuth = &sessionv1.ReplyAuth{Username: a.ServerName, KeyB64Md5: a.ServerKey, Nonce: a.ServerNonce}
 			if out.NewServerNonce != nil {

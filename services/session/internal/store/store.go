@@ -340,7 +340,10 @@ return 1
 
 // Commit applies out for the device. loaded is the session as Load returned it (nil when
 // there was none); st.Queue gives the command states the engine saw.
-func (s *Store) Commit(ctx context.Context, deviceID, sessionID string, loaded engine.State, out engine.Output, events [][]byte) error {
+//
+// reply is out.Reply as the caller already converted it for its response (nil: converted
+// here); it is what the session keeps for a retransmission.
+func (s *Store) Commit(ctx context.Context, deviceID, sessionID string, loaded engine.State, out engine.Output, events [][]byte, reply *syncmlv1.Message) error {
 	if !out.Commit {
 		return nil
 	}
@@ -356,8 +359,11 @@ func (s *Store) Commit(ctx context.Context, deviceID, sessionID string, loaded e
 			return fmt.Errorf("encode session: %w", err)
 		}
 		sessJSON, lastHash = string(b), out.Session.LastReqHash
-		if out.Session.LastReply != nil {
-			if lastReply, err = proto.Marshal(syncmlpb.ToProto(out.Session.LastReply)); err != nil {
+		if last := out.Session.LastReply; last != nil {
+			if reply == nil || last != out.Reply {
+				reply = syncmlpb.ToProto(last)
+			}
+			if lastReply, err = proto.Marshal(reply); err != nil {
 				return fmt.Errorf("encode cached reply: %w", err)
 			}
 		}

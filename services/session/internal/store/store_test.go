@@ -247,7 +247,7 @@ func testSession(t *testing.T, rdb redis.UniversalClient) {
 			t.Fatal(err)
 		}
 		out := e.Process(st, engine.Input{Msg: m, Encoding: syncml.EncodingXML, BodyHash: dmauth.BodyHash([]byte(body)), Now: now})
-		if err := s.Commit(ctx, dev, m.Header.SessionID, st, out, nil); err != nil {
+		if err := s.Commit(ctx, dev, m.Header.SessionID, st, out, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		if n := rt.n.Load() - before; n > 2 {
@@ -293,7 +293,7 @@ func testSession(t *testing.T, rdb redis.UniversalClient) {
 	st, _ := s.Load(ctx, dev, "7", "", false)
 	stale := st
 	stale.Session = &engine.Session{Version: st.Session.Version - 1}
-	if err := s.Commit(ctx, dev, "7", stale, engine.Output{Commit: true, Session: &engine.Session{SessionID: "7"}}, nil); !errors.Is(err, ErrConflict) {
+	if err := s.Commit(ctx, dev, "7", stale, engine.Output{Commit: true, Session: &engine.Session{SessionID: "7"}}, nil, nil); !errors.Is(err, ErrConflict) {
 		t.Fatalf("stale commit: %v", err)
 	}
 	pkg3 := &syncml.Message{Header: hdr("2")}
@@ -340,7 +340,7 @@ func TestLargeObjectBuffer(t *testing.T) {
 	commit := func(loaded engine.State, chunk string, received int64) engine.State {
 		t.Helper()
 		sess := &engine.Session{SessionID: "L", InLO: &engine.InLO{CmdRef: "3", CommandID: "c1", Declared: 9, Received: received}}
-		if err := s.Commit(ctx, dev, "L", loaded, engine.Output{Commit: true, Session: sess, LOAppend: []byte(chunk)}, nil); err != nil {
+		if err := s.Commit(ctx, dev, "L", loaded, engine.Output{Commit: true, Session: sess, LOAppend: []byte(chunk)}, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		next, err := s.Load(ctx, dev, "L", "", false)
@@ -362,7 +362,7 @@ func TestLargeObjectBuffer(t *testing.T) {
 		t.Fatalf("with needLO: InLO %+v, want the buffer abcdef", lo)
 	}
 	// The object completes: the buffer is dropped with the session's large-object state.
-	if err := s.Commit(ctx, dev, "L", full, engine.Output{Commit: true, Session: &engine.Session{SessionID: "L"}, LOReset: true}, nil); err != nil {
+	if err := s.Commit(ctx, dev, "L", full, engine.Output{Commit: true, Session: &engine.Session{SessionID: "L"}, LOReset: true}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	after, err := s.Load(ctx, dev, "L", "", true)
