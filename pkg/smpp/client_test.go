@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dmgrid/dmgrid/pkg/wappush"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -96,13 +98,13 @@ func TestPeerWAPPushBinary(t *testing.T) {
 
 	src, _ := ParseAddress("+4930123456")
 	dst, _ := ParseAddress("+4915112345678")
-	segs, err := WAPPushSegments(wspPush(), 0x5A)
+	segs, err := wappush.Segments(wspPush(), 0x5A, wappush.PortWAPPush, wappush.PortWSPConnectionless)
 	if err != nil || len(segs) != 2 {
 		t.Fatalf("%d segments, %v", len(segs), err)
 	}
 	var ids []string
 	for _, seg := range segs {
-		id, err := c.Submit(ctxT(t, 5*time.Second), NewBinarySubmit(src, dst, seg, true))
+		id, err := c.Submit(ctxT(t, 5*time.Second), NewBinarySubmit(src, dst, seg.UD, true))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -111,7 +113,7 @@ func TestPeerWAPPushBinary(t *testing.T) {
 
 	evs := p.waitN("submit_sm", 2, 5*time.Second)
 	for i, ev := range evs {
-		seg := segs[i]
+		seg := segs[i].UD
 		udh := fmt.Sprintf("0b05040b8423f000035a02%02x", i+1)
 		wantLen := HeaderLen + 1 + 2 + len("4930123456") + 1 + 2 + len("4915112345678") + 1 + 3 + 2 + 5 + len(seg)
 		switch {
@@ -134,7 +136,7 @@ func TestPeerWAPPushBinary(t *testing.T) {
 			t.Errorf("segment %d: peer issued %q, Submit returned %q", i, ev.MessageID, ids[i])
 		}
 	}
-	if want := segs[0][12:]; len(want) != 128 {
+	if want := segs[0].UD[12:]; len(want) != 128 {
 		t.Fatalf("first segment carries %d payload octets", len(want))
 	}
 

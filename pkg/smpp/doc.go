@@ -33,7 +33,7 @@
 // Receipts. Close unbinds (§4.2) and stops every goroutine the client
 // started.
 //
-// Binary WAP Push: WAPPushSegments splits a WSP push PDU into SMS user data
+// Binary WAP Push: wappush.Segments splits a WSP push PDU into SMS user data
 // with the WDP port and concatenation headers, and NewBinarySubmit builds
 // the matching submit_sm (esm_class UDHI 0x40, data_coding 0x04).
 package smpp

@@ -1,10 +1,11 @@
 package smpp
 
 import (
-	"bytes"
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/dmgrid/dmgrid/pkg/wappush"
 )
 
 func TestParseAddress(t *testing.T) {
@@ -32,34 +33,14 @@ func TestParseAddress(t *testing.T) {
 	}
 }
 
-func TestWAPPushSegments(t *testing.T) {
-	one, err := WAPPushSegments([]byte{1, 2, 3}, 9)
-	if err != nil || len(one) != 1 || !bytes.Equal(one[0], mustHex(t, "0605040B8423F0 010203")) {
-		t.Fatalf("single: %x %v", one, err)
-	}
-	// 133 octets is the most a single segment holds (140 - 7).
-	if s, _ := WAPPushSegments(make([]byte, 133), 1); len(s) != 1 || len(s[0]) != 140 {
-		t.Fatalf("133: %d segments", len(s))
-	}
-	payload := make([]byte, 200)
-	for i := range payload {
-		payload[i] = byte(i)
-	}
-	segs, err := WAPPushSegments(payload, 0x5A)
+// TestNewBinarySubmit: a WAP Push segment (wappush.Segments, which the notifier uses) goes
+// out as 8-bit data with UDHI and a receipt request.
+func TestNewBinarySubmit(t *testing.T) {
+	segs, err := wappush.Segments(make([]byte, 200), 0x5A, wappush.PortWAPPush, wappush.PortWSPConnectionless)
 	if err != nil || len(segs) != 2 {
 		t.Fatalf("%d %v", len(segs), err)
 	}
-	if !bytes.Equal(segs[0][:12], mustHex(t, "0B05040B8423F000035A0201")) ||
-		!bytes.Equal(segs[1][:12], mustHex(t, "0B05040B8423F000035A0202")) {
-		t.Fatalf("UDH %x / %x", segs[0][:12], segs[1][:12])
-	}
-	if len(segs[0]) != 140 || !bytes.Equal(append(bytes.Clone(segs[0][12:]), segs[1][12:]...), payload) {
-		t.Fatal("payload not split at 128")
-	}
-	if _, err := WAPPushSegments(make([]byte, 128*255+1), 1); !errors.Is(err, ErrPayloadTooLarge) {
-		t.Fatal(err)
-	}
-	sm := NewBinarySubmit(Address{Addr: "a"}, Address{Addr: "b"}, segs[0], true)
+	sm := NewBinarySubmit(Address{Addr: "a"}, Address{Addr: "b"}, segs[0].UD, true)
 	if sm.ESMClass != 0x40 || sm.DataCoding != 0x04 || sm.RegisteredDelivery != 1 {
 		t.Fatalf("%+v", sm)
 	}
