@@ -25,14 +25,14 @@ func BodyHash(body []byte) string {
 	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
-// macDigest is H(key ":" nonce ":" B64(H(body))) — the OMA formula of
+// MACDigest is H(key ":" nonce ":" B64(H(body))) — the OMA formula of
 // OMA-TS-DM_Security §5.1.4.2. It is a plain MD5 over the concatenation,
 // deliberately NOT RFC 2104 HMAC (PROTOCOL.md §12.9).
-func macDigest(key string, nonce, body []byte) [md5.Size]byte {
+func MACDigest(key string, nonce, body []byte) [md5.Size]byte {
 	return macDigestHash(key, nonce, BodyHash(body))
 }
 
-// macDigestHash is macDigest given B64(H(body)) instead of the body: the gateway hashes the
+// macDigestHash is MACDigest given B64(H(body)) instead of the body: the gateway hashes the
 // body once where it receives it and forwards only the hash to the session worker.
 func macDigestHash(key string, nonce []byte, bodyHash string) [md5.Size]byte {
 	h := md5.New()
@@ -50,7 +50,7 @@ func macDigestHash(key string, nonce []byte, bodyHash string) [md5.Size]byte {
 // the exact HTTP body bytes (XML text or WBXML) and the raw nonce
 // (OMA-TS-DM_Security §5.1.4.2).
 func MAC(key string, nonce, body []byte) string {
-	d := macDigest(key, nonce, body)
+	d := MACDigest(key, nonce, body)
 	return base64.StdEncoding.EncodeToString(d[:])
 }
 
@@ -291,10 +291,10 @@ func VerifyHMACLenient(h HMACHeader, key, nonceB64 string, body []byte) (bool, N
 	}
 	decOK := 0
 	if nonce, err := DecodeNonce(nonceB64); err == nil {
-		want := macDigest(key, nonce, body)
+		want := MACDigest(key, nonce, body)
 		decOK = subtle.ConstantTimeCompare(got, want[:])
 	}
-	wantText := macDigest(key, []byte(nonceB64), body)
+	wantText := MACDigest(key, []byte(nonceB64), body)
 	textOK := subtle.ConstantTimeCompare(got, wantText[:])
 	return pickVariant(decOK, textOK)
 }

@@ -264,15 +264,7 @@ func Digest(serverID, serverSecret string, nonce []byte, trigger []byte) [Digest
 // DigestFromKey is Digest from the stored key B64(H(serverID ":" secret))
 // (dmauth.Key), the only form of the server secret a server needs to keep.
 func DigestFromKey(key string, nonce, trigger []byte) [DigestSize]byte {
-	h := md5.New()
-	h.Write([]byte(key))
-	h.Write([]byte{':'})
-	h.Write(nonce)
-	h.Write([]byte{':'})
-	h.Write([]byte(dmauth.BodyHash(trigger)))
-	var out [DigestSize]byte
-	h.Sum(out[:0])
-	return out
+	return dmauth.MACDigest(key, nonce, trigger) // the same formula as the auth-MAC digest
 }
 
 // Build encodes t and prepends the digest made with key (dmauth.Key of the
