@@ -23,25 +23,12 @@ const (
 	DefaultStream  = "DMGRID_EVENTS"
 )
 
-// Kind returns the payload field name of an event ("unknown" when none is set).
+// Kind returns the payload field name of an event ("unknown" when none is set): the name
+// of the set field of the payload oneof, so a new payload needs no change here.
 func Kind(ev *eventsv1.Event) string {
-	switch ev.GetPayload().(type) {
-	case *eventsv1.Event_SessionStarted:
-		return "session_started"
-	case *eventsv1.Event_SessionEnded:
-		return "session_ended"
-	case *eventsv1.Event_DeviceInfoReported:
-		return "device_info_reported"
-	case *eventsv1.Event_CommandStateChanged:
-		return "command_state_changed"
-	case *eventsv1.Event_GenericAlertReceived:
-		return "generic_alert_received"
-	case *eventsv1.Event_WakeRequested:
-		return "wake_requested"
-	case *eventsv1.Event_NotificationStateChanged:
-		return "notification_state_changed"
-	case *eventsv1.Event_DeviceChanged:
-		return "device_changed"
+	m := ev.ProtoReflect()
+	if fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("payload")); fd != nil {
+		return string(fd.Name())
 	}
 	return "unknown"
 }
@@ -53,7 +40,7 @@ func DeviceToken(deviceID string) string {
 
 // Subject returns the subject an event is published on.
 func Subject(ev *eventsv1.Event) string {
-	return SubjectRoot + "." + Kind(ev) + "." + DeviceToken(ev.GetDeviceId())
+	return KindSubject(Kind(ev), ev.GetDeviceId())
 }
 
 // KindSubject returns the subject of one kind for one device (for subscriptions).
