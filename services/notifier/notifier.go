@@ -65,6 +65,9 @@ type Service struct {
 	closers      []func() error
 	health       *health.Server
 	kick         chan struct{} // wakes the worker loop early (a notification was created here)
+	// events holds notification_state_changed events for the one publisher goroutine, so
+	// they reach the stream in the order the states changed.
+	events chan *nats.Msg
 
 	API *API
 }
@@ -81,7 +84,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, log: log, now: cfg.Now, health: health.NewServer(), kick: make(chan struct{}, 1),
+	s := &Service{cfg: cfg, log: log, now: cfg.Now, health: health.NewServer(), kick: make(chan struct{}, 1), events: make(chan *nats.Msg, 1024),
 		providers: map[string]provider.Provider{}}
 	if s.now == nil {
 		s.now = time.Now
@@ -211,6 +214,7 @@ func (s *Service) Background(ctx context.Context) error {
 	}
 	run(s.workLoop)
 	if s.js != nil {
+		run(s.publishEvents)
 		run(func(ctx context.Context) { s.consume(ctx, "dmgrid-notifier-wake", "wake_requested", s.onWake) })
 		run(func(ctx context.Context) {
 			s.consume(ctx, "dmgrid-notifier-answered", "session_started", s.onSessionStarted)

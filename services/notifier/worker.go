@@ -249,9 +249,9 @@ func (s *Service) unschedule(ctx context.Context, id string) {
 	}
 }
 
-// logState logs every state change and publishes it as a notification_state_changed event
-// (event_id as Nats-Msg-Id). Publishing happens off the caller's path with its own timeout;
-// the notification record in Redis stays the source of truth when NATS is unreachable.
+// logState logs every state change and queues it as a notification_state_changed event
+// (event_id as Nats-Msg-Id) for publishEvents, off the caller's path; the notification
+// record in Redis stays the source of truth when NATS is unreachable.
 func (s *Service) logState(ctx context.Context, r *store.Record, what string) {
 	s.log.InfoContext(ctx, "notification state", "notification_id", r.ID, "device_id", r.DeviceID,
 		"state", r.State.String(), "change", what, "session_id", pkg0.SessionIDHex(r.SessionID),
@@ -270,13 +270,41 @@ func (s *Service) logState(ctx context.Context, r *store.Record, what string) {
 	}
 	msg := &nats.Msg{Subject: events.Subject(ev), Data: b, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, ev.EventId)
-	go func() {
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	select {
+	case s.events <- msg:
+	default:
+		s.log.Warn("notification event queue full; event dropped", "notification_id", r.ID, "device_id", r.DeviceID)
+	}
+}
+
+// publishEvents publishes the queued notification events one after the other (in the
+// order the states changed), each with its own timeout, until ctx ends; what is queued
+// then gets a last short chance.
+func (s *Service) publishEvents(ctx context.Context) {
+	publish := func(pctx context.Context, msg *nats.Msg) {
+		pctx, cancel := context.WithTimeout(pctx, 5*time.Second)
 		defer cancel()
 		if _, err := s.js.PublishMsg(pctx, msg); err != nil {
-			s.log.Warn("publish notification event", "notification_id", r.ID, "device_id", r.DeviceID, "err", err)
+			s.log.Warn("publish notification event", "subject", msg.Subject, "err", err)
 		}
-	}()
+	}
+	for {
+		select {
+		case msg := <-s.events:
+			publish(ctx, msg)
+		case <-ctx.Done():
+			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			for {
+				select {
+				case msg := <-s.events:
+					publish(last, msg)
+				default:
+					return
+				}
+			}
+		}
+	}
 }
 
 func (s *Service) logUpdate(r *store.Record, err error) {
