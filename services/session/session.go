@@ -269,9 +269,6 @@ func (s *Service) Close() {
 	}
 }
 
-// Telemetry returns the service's providers (for the metrics endpoint).
-func (s *Service) Telemetry() *telemetry.Telemetry { return s.tel }
-
 // Run serves the gRPC APIs on cfg.GRPCAddr until ctx ends, then drains: readiness goes
 // NOT_SERVING, in-flight RPCs finish (GracefulStop, bounded), NATS drains, Redis closes.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {

@@ -81,9 +81,6 @@ func New(cfg Config) *Engine {
 	}}
 }
 
-// Config returns the effective configuration.
-func (e *Engine) Config() Config { return e.cfg }
-
 // Input is one client message with the facts the gateway observed.
 type Input struct {
 	Msg        *syncml.Message

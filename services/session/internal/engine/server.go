@@ -251,10 +251,8 @@ func (p *proc) chunk(c *Command, lo *OutLO, sz *sizer, limit int64) {
 		if lo.Format == "b64" {
 			n -= n % 4
 		}
-		it.MoreData = true
-	} else {
-		it.MoreData = false
 	}
+	it.MoreData = !last
 	it.Data.Value = wire[lo.Offset : lo.Offset+int(n)]
 	lo.Offset += int(n)
 	lo.Acked = false

@@ -67,8 +67,9 @@ func (s *Store) ReadOutboxes(ctx context.Context, deviceIDs []string, n int) (ou
 	return out, err
 }
 
-// PopOutboxes is PopOutbox for several devices in one pipeline: published[i] are the
-// entries of deviceIDs[i] to remove. It returns how many were removed per device.
+// PopOutboxes removes published entries from the heads of several devices' outboxes in one
+// pipeline (popScript each): published[i] are the entries of deviceIDs[i] to remove. It
+// returns how many were removed per device.
 func (s *Store) PopOutboxes(ctx context.Context, deviceIDs []string, published [][][]byte) ([]int, error) {
 	run := func() ([]*redis.Cmd, error) {
 		pipe := s.rdb.Pipeline()
@@ -122,20 +123,6 @@ for i = 1, #ARGV do
 end
 return n
 `)
-
-// PopOutbox removes the given (published) entries from the head of the device's outbox and
-// returns how many it removed.
-func (s *Store) PopOutbox(ctx context.Context, deviceID string, published [][]byte) (int, error) {
-	args := make([]any, len(published))
-	for i, p := range published {
-		args[i] = p
-	}
-	n, err := popScript.Run(ctx, s.rdb, []string{s.outboxKey(deviceID)}, args...).Int()
-	if err != nil {
-		return 0, fmt.Errorf("pop outbox of %s: %w", deviceID, err)
-	}
-	return n, nil
-}
 
 // ScanOutboxes calls fn with the device id of every non-empty outbox (on every master of a
 // cluster). The relay runs it at start and periodically, to pick up events a worker left

@@ -90,7 +90,6 @@ func (s *Store) ridKey(d, rid string) string  { return s.deviceTag(d) + ":rid:" 
 func (s *Store) devicesKey() string           { return s.prefix + ":devices" }
 func (s *Store) labelKey(k, v string) string  { return s.prefix + ":label:" + k + "=" + v }
 func (s *Store) rateKey(who string) string    { return s.prefix + ":rl:" + who }
-func (s *Store) outboxIndexKey() string       { return s.prefix + ":outboxes" }
 
 // CommandDevice recovers the device id from a command id (commands ids embed it, so a
 // command can be found without a global index).
