@@ -88,3 +88,22 @@ func TestReader(t *testing.T) {
 		t.Fatalf("errors not reported per variable: %v", err)
 	}
 }
+
+func TestReaderBoolAndOptionalDuration(t *testing.T) {
+	env := map[string]string{"ON": "true", "OFF": "0", "Z": "0", "D": "3s", "BADB": "maybe", "BADZ": "-2s"}
+	r := NewReader(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if !r.Bool("ON", "false") || r.Bool("OFF", "true") || r.Bool("MISSING", "false") {
+		t.Fatal("bools")
+	}
+	if r.DurationOrZero("Z", "1s") != 0 || r.DurationOrZero("D", "1s") != 3*time.Second || r.DurationOrZero("MISSING", "24h") != 24*time.Hour {
+		t.Fatal("durations")
+	}
+	if r.Err() != nil {
+		t.Fatal(r.Err())
+	}
+	r.Bool("BADB", "false")
+	r.DurationOrZero("BADZ", "1s")
+	if err := r.Err(); err == nil || !strings.Contains(err.Error(), "BADB") || !strings.Contains(err.Error(), "BADZ") {
+		t.Fatalf("errors not reported per variable: %v", err)
+	}
+}

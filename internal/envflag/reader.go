@@ -35,6 +35,28 @@ func (r *Reader) Duration(k, def string) time.Duration {
 	return d
 }
 
+// DurationOrZero returns a duration that may be zero (0 turns the feature off).
+func (r *Reader) DurationOrZero(k, def string) time.Duration {
+	v := r.String(k, def)
+	if v == "0" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		r.errs = append(r.errs, fmt.Errorf("%s: want a duration such as 30s, or 0", k))
+	}
+	return d
+}
+
+// Bool returns a boolean (true/false, 1/0).
+func (r *Reader) Bool(k, def string) bool {
+	b, err := strconv.ParseBool(r.String(k, def))
+	if err != nil {
+		r.errs = append(r.errs, fmt.Errorf("%s: want true or false", k))
+	}
+	return b
+}
+
 // Int returns a positive integer.
 func (r *Reader) Int(k, def string) int {
 	n, err := strconv.Atoi(r.String(k, def))

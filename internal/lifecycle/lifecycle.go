@@ -30,6 +30,7 @@ type Options struct {
 	Name          string // for logs ("session worker", "notifier", ...)
 	Telemetry     *telemetry.Telemetry
 	MetricsAddr   string // "" disables /metrics
+	PProf         bool   // also serve the Go profiler on MetricsAddr (DMGRID_PPROF)
 	Log           *slog.Logger
 	ServerOptions []grpc.ServerOption // e.g. keepalive parameters
 	DrainTimeout  time.Duration       // bound on GracefulStop (default 10s)
@@ -53,7 +54,7 @@ func ServeGRPC(ctx context.Context, lis net.Listener, t Tier, o Options) error {
 	t.Register(g)
 	if o.MetricsAddr != "" {
 		go func() {
-			if err := tel.ServeMetrics(ctx, o.MetricsAddr, o.Log); err != nil {
+			if err := tel.ServeMetrics(ctx, o.MetricsAddr, o.PProf, o.Log); err != nil {
 				o.Log.Error("metrics server", "err", err)
 			}
 		}()

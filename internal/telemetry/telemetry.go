@@ -13,8 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
-	"strconv"
 	"sync"
 	"time"
 
@@ -110,10 +108,10 @@ func (t *Telemetry) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(t.Registry, promhttp.HandlerOpts{})
 }
 
-// ServeMetrics serves /metrics on addr until ctx ends ("" disables it). With
-// DMGRID_PPROF=true in the environment it also serves the Go profiler under /debug/pprof/
-// (for an operator chasing CPU or memory; keep the metrics port private).
-func (t *Telemetry) ServeMetrics(ctx context.Context, addr string, log *slog.Logger) error {
+// ServeMetrics serves /metrics on addr until ctx ends ("" disables it). With pprof
+// (DMGRID_PPROF) it also serves the Go profiler under /debug/pprof/ (for an operator
+// chasing CPU or memory; keep the metrics port private).
+func (t *Telemetry) ServeMetrics(ctx context.Context, addr string, pprofOn bool, log *slog.Logger) error {
 	if addr == "" {
 		return nil
 	}
@@ -123,7 +121,7 @@ func (t *Telemetry) ServeMetrics(ctx context.Context, addr string, log *slog.Log
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", t.MetricsHandler())
-	if on, _ := strconv.ParseBool(os.Getenv("DMGRID_PPROF")); on {
+	if pprofOn {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -34,6 +34,7 @@ import (
 
 	sessionv1 "github.com/dmgrid/dmgrid/proto/dmgrid/session/v1"
 
+	"github.com/dmgrid/dmgrid/internal/envflag"
 	"github.com/dmgrid/dmgrid/internal/telemetry"
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
 	"github.com/dmgrid/dmgrid/pkg/syncml"
@@ -52,6 +53,7 @@ type Config struct {
 	TLSKeyFile     string
 	TLSClientCAs   string // DMGRID_TLS_CLIENT_CA_FILE: verify device certificates when given
 	MetricsAddr    string // DMGRID_METRICS_ADDR, default ":9102"; "" disables /metrics
+	PProf          bool   // DMGRID_PPROF: also serve the Go profiler on MetricsAddr
 	OTLPEndpoint   string // OTEL_EXPORTER_OTLP_ENDPOINT (host:port): export traces over OTLP/gRPC
 
 	// Telemetry, when set (tests, the dev stack), is used instead of building providers.
@@ -60,37 +62,23 @@ type Config struct {
 
 // ConfigFromEnv reads the configuration through lookup and validates it.
 func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
-	get := func(k, def string) string {
-		if v, ok := lookup(k); ok && v != "" {
-			return v
-		}
-		return def
-	}
-	var errs []error
+	r := envflag.NewReader(lookup)
+	get := r.String
 	c := Config{
-		HTTPAddr:     get("DMGRID_HTTP_ADDR", ":8080"),
-		Path:         get("DMGRID_DM_PATH", "/dm"),
-		SessionAddr:  get("DMGRID_SESSION_ADDR", ""),
-		TLSCertFile:  get("DMGRID_TLS_CERT_FILE", ""),
-		TLSKeyFile:   get("DMGRID_TLS_KEY_FILE", ""),
-		TLSClientCAs: get("DMGRID_TLS_CLIENT_CA_FILE", ""),
-		MetricsAddr:  get("DMGRID_METRICS_ADDR", ":9102"),
-		OTLPEndpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+		HTTPAddr:       get("DMGRID_HTTP_ADDR", ":8080"),
+		Path:           get("DMGRID_DM_PATH", "/dm"),
+		SessionAddr:    get("DMGRID_SESSION_ADDR", ""),
+		TLSCertFile:    get("DMGRID_TLS_CERT_FILE", ""),
+		TLSKeyFile:     get("DMGRID_TLS_KEY_FILE", ""),
+		TLSClientCAs:   get("DMGRID_TLS_CLIENT_CA_FILE", ""),
+		MetricsAddr:    get("DMGRID_METRICS_ADDR", ":9102"),
+		PProf:          r.Bool("DMGRID_PPROF", "false"),
+		OTLPEndpoint:   get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+		MaxBodyBytes:   int64(r.Int("DMGRID_MAX_BODY_BYTES", "1048576")),
+		RequestTimeout: r.DurationOrZero("DMGRID_REQUEST_TIMEOUT", "10s"),
+		LameDuck:       r.DurationOrZero("DMGRID_LAME_DUCK", "5s"),
 	}
-	n, err := strconv.ParseInt(get("DMGRID_MAX_BODY_BYTES", "1048576"), 10, 64)
-	if err != nil {
-		errs = append(errs, errors.New("DMGRID_MAX_BODY_BYTES: want an integer"))
-	}
-	c.MaxBodyBytes = n
-	for k, p := range map[string]*time.Duration{"DMGRID_REQUEST_TIMEOUT": &c.RequestTimeout, "DMGRID_LAME_DUCK": &c.LameDuck} {
-		def := map[string]string{"DMGRID_REQUEST_TIMEOUT": "10s", "DMGRID_LAME_DUCK": "5s"}[k]
-		d, err := time.ParseDuration(get(k, def))
-		if err != nil || d < 0 {
-			errs = append(errs, fmt.Errorf("%s: want a duration such as 5s", k))
-		}
-		*p = d
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := r.Err(); err != nil {
 		return c, err
 	}
 	return c, c.Validate()
@@ -387,7 +375,7 @@ func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
 	srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second}
 	if g.cfg.MetricsAddr != "" {
 		go func() {
-			if err := g.tel.ServeMetrics(ctx, g.cfg.MetricsAddr, g.log); err != nil {
+			if err := g.tel.ServeMetrics(ctx, g.cfg.MetricsAddr, g.cfg.PProf, g.log); err != nil {
 				g.log.Error("metrics server", "err", err)
 			}
 		}()

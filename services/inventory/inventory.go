@@ -54,6 +54,7 @@ type Config struct {
 	Batch             int           // DMGRID_INVENTORY_BATCH, events per Redis round trip, default 256
 	DedupeWindow      time.Duration // DMGRID_INVENTORY_DEDUPE_WINDOW, how long event ids are remembered, default 24h
 	MetricsAddr       string        // DMGRID_METRICS_ADDR, default ":9102"; "" disables /metrics
+	PProf             bool          // DMGRID_PPROF: also serve the Go profiler on MetricsAddr
 	OTLPEndpoint      string        // OTEL_EXPORTER_OTLP_ENDPOINT (host:port): export traces over OTLP/gRPC
 
 	// Telemetry, when set (tests, the dev stack), is used instead of building providers.
@@ -68,6 +69,7 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	c := Config{
 		GRPCAddr:          get("DMGRID_GRPC_ADDR", ":9091"),
 		MetricsAddr:       get("DMGRID_METRICS_ADDR", ":9102"),
+		PProf:             r.Bool("DMGRID_PPROF", "false"),
 		OTLPEndpoint:      get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 		RedisURL:          get("DMGRID_REDIS_URL", ""),
 		RedisPrefix:       get("DMGRID_REDIS_PREFIX", "dmgrid"),
@@ -277,5 +279,5 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // consumer finishes the events it holds. Close releases NATS and Redis afterwards.
 func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	return lifecycle.ServeGRPC(ctx, lis, s, lifecycle.Options{Name: "inventory", Telemetry: s.tel,
-		MetricsAddr: s.cfg.MetricsAddr, Log: s.log})
+		MetricsAddr: s.cfg.MetricsAddr, PProf: s.cfg.PProf, Log: s.log})
 }

@@ -73,6 +73,7 @@ type Config struct {
 
 	// MetricsAddr serves /metrics (DMGRID_METRICS_ADDR, default ":9102"; "" disables it).
 	MetricsAddr string
+	PProf       bool // DMGRID_PPROF: also serve the Go profiler on MetricsAddr
 	// OTLPEndpoint exports traces over OTLP/gRPC (OTEL_EXPORTER_OTLP_ENDPOINT, host:port).
 	OTLPEndpoint string
 	// Telemetry, when set (tests, the dev stack), is used instead of building providers.
@@ -100,6 +101,7 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	c := Config{
 		GRPCAddr:      get("DMGRID_GRPC_ADDR", ":9092"),
 		MetricsAddr:   get("DMGRID_METRICS_ADDR", ":9102"),
+		PProf:         r.Bool("DMGRID_PPROF", "false"),
 		OTLPEndpoint:  get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 		RedisURL:      get("DMGRID_REDIS_URL", ""),
 		RedisPrefix:   get("DMGRID_REDIS_PREFIX", "dmgrid"),

@@ -233,7 +233,7 @@ func (s *Service) Background(ctx context.Context) error {
 // readiness NOT_SERVING, GracefulStop (bounded), background stopped.
 func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	return lifecycle.ServeGRPC(ctx, lis, s, lifecycle.Options{Name: "notifier", Telemetry: s.tel,
-		MetricsAddr: s.cfg.MetricsAddr, Log: s.log})
+		MetricsAddr: s.cfg.MetricsAddr, PProf: s.cfg.PProf, Log: s.log})
 }
 
 // Run serves on cfg.GRPCAddr until ctx ends.

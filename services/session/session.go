@@ -57,6 +57,7 @@ type Config struct {
 	OutboxScan        time.Duration // DMGRID_OUTBOX_SCAN, default 10s
 	DevDetailEvery    time.Duration // DMGRID_DEVDETAIL_EVERY, default 24h; 0 disables the DevDetail collection policy
 	MetricsAddr       string        // DMGRID_METRICS_ADDR, default ":9102"; "" disables /metrics
+	PProf             bool          // DMGRID_PPROF: also serve the Go profiler on MetricsAddr
 	OTLPEndpoint      string        // OTEL_EXPORTER_OTLP_ENDPOINT (host:port): export traces over OTLP/gRPC
 
 	// Telemetry, when set (tests, the dev stack), is used instead of building providers.
@@ -82,11 +83,10 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		ServerMaxObjSize: num("DMGRID_SERVER_MAX_OBJ_SIZE", "4194304"),
 		OutboxScan:       dur("DMGRID_OUTBOX_SCAN", "10s"),
 		MetricsAddr:      get("DMGRID_METRICS_ADDR", ":9102"),
+		PProf:            r.Bool("DMGRID_PPROF", "false"),
 		OTLPEndpoint:     get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 	}
-	if v := get("DMGRID_DEVDETAIL_EVERY", "24h"); v != "0" {
-		c.DevDetailEvery = dur("DMGRID_DEVDETAIL_EVERY", "24h")
-	}
+	c.DevDetailEvery = r.DurationOrZero("DMGRID_DEVDETAIL_EVERY", "24h")
 	if v := get("DMGRID_REDIS_CLUSTER_ADDRS", ""); v != "" {
 		c.RedisClusterAddrs = strings.Split(v, ",")
 	}
@@ -287,7 +287,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // Serve serves on lis until ctx ends.
 func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	return lifecycle.ServeGRPC(ctx, lis, s, lifecycle.Options{Name: "session worker", Telemetry: s.tel,
-		MetricsAddr: s.cfg.MetricsAddr, Log: s.log,
+		MetricsAddr: s.cfg.MetricsAddr, PProf: s.cfg.PProf, Log: s.log,
 		// Clients (gateways, notifiers) resolve the headless Service once and re-resolve
 		// only when a connection closes: ending connections after a while lets new workers
 		// added by the autoscaler get traffic (GOAWAY, then in-flight RPCs finish).
