@@ -200,9 +200,8 @@ var authTypes = map[dmauth.Type]devicev1.AuthType{
 type report struct {
 	errors []string
 
-	provisionDur   time.Duration
-	memPerDevice   float64
-	devicesCreated int
+	provisionDur time.Duration
+	memPerDevice float64
 
 	peakSessions    int
 	peakMsgs        int64
@@ -543,7 +542,6 @@ func provision(ctx context.Context, c config, st *target, rdb *redis.Client, dev
 		return err
 	}
 	rep.provisionDur = time.Since(start)
-	rep.devicesCreated = total
 	rep.memPerDevice = perDevice
 	fmt.Printf("provisioning: %d devices in %.1fs (%.0f/s) through the DeviceService; Redis used_memory (without client buffers) = %.0f B per device\n",
 		total, rep.provisionDur.Seconds(), float64(total)/rep.provisionDur.Seconds(), rep.memPerDevice)
@@ -740,7 +738,10 @@ func grow(ctx context.Context, c config, st *target, rdb *redis.Client, hook *rt
 				return 0, 0, 0, 0, err
 			}
 			hook.quiesce(300*time.Millisecond, 10*time.Second)
-			m := &meter{inner: httpTr, lat: &latencies{}, keep: 20000}
+			m := &meter{inner: httpTr, lat: &latencies{}}
+			if k == c.flatRounds-1 {
+				m.keep = 20000 // the bodies for this size's ceiling: the last round's only
+			}
 			rt0 := hook.snap()
 			d, err := runSessions(ctx, fmt.Sprintf("%s, round %d", label, k+1), devs, c.concurrency, func(int) dmsim.Transport { return m }, opt, rep, m)
 			if err != nil {

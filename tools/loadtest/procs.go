@@ -227,9 +227,6 @@ func (ps *procStack) profile(prefix string, d time.Duration) {
 		if ch.metrics == "" {
 			continue
 		}
-		if ps.control != "" {
-			ch.metrics = ps.control // the services process serves the profiler on its control address
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

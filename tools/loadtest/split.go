@@ -99,10 +99,12 @@ func startSplit(ctx context.Context, c config, redisURL string, logw io.Writer) 
 	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
+		ps.stop() // the nats-server started above
 		return nil, err
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
+		ps.stop()
 		return nil, err
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
