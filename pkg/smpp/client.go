@@ -686,11 +686,9 @@ func (s *session) readLoop() {
 			return
 		}
 		if derr != nil {
-			// §4.3: generic_nack for an invalid command_length.
-			s.c.log.Warn("smpp: invalid PDU from peer", "err", derr, "fatal", fatal)
-			if derr.CommandID != CmdGenericNack {
-				s.send(&GenericNack{Header: Header{Status: derr.Status, Sequence: derr.Sequence}})
-			}
+			// §4.3: generic_nack for an invalid command_length; like any malformed
+			// response, it also fails the request waiting for it.
+			s.reject(derr)
 			if fatal {
 				s.close(fmt.Errorf("read: %w", derr))
 				return
