@@ -12,6 +12,9 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	eventsv1 "github.com/dmgrid/dmgrid/proto/dmgrid/events/v1"
 )
@@ -22,6 +25,18 @@ const (
 	StreamSubjects = SubjectRoot + ".>"
 	DefaultStream  = "DMGRID_EVENTS"
 )
+
+// StreamConfig is the events stream's configuration: every subject under SubjectRoot, on
+// disk, a two-minute window in which a repeated event_id (Nats-Msg-Id) is dropped, events
+// kept for seven days. The session service creates or updates the stream with it; other
+// services create it with it when they start first.
+func StreamConfig(name string) jetstream.StreamConfig {
+	if name == "" {
+		name = DefaultStream
+	}
+	return jetstream.StreamConfig{Name: name, Subjects: []string{StreamSubjects}, Storage: jetstream.FileStorage,
+		Duplicates: 2 * time.Minute, MaxAge: 7 * 24 * time.Hour}
+}
 
 // Kind returns the payload field name of an event ("unknown" when none is set): the name
 // of the set field of the payload oneof, so a new payload needs no change here.

@@ -157,8 +157,7 @@ func waitPublished(tb testing.TB, js jetstream.JetStream, futures []jetstream.Pu
 // that publish before any service runs.
 func ensureEventsStream(tb testing.TB, js jetstream.JetStream) {
 	tb.Helper()
-	if _, err := js.CreateOrUpdateStream(context.Background(), jetstream.StreamConfig{Name: events.DefaultStream,
-		Subjects: []string{events.StreamSubjects}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute}); err != nil {
+	if _, err := js.CreateOrUpdateStream(context.Background(), events.StreamConfig(events.DefaultStream)); err != nil {
 		tb.Fatalf("events stream: %v", err)
 	}
 }

@@ -150,12 +150,9 @@ func (c *Consumer) ConsumerConfig() jetstream.ConsumerConfig {
 
 // Setup makes sure the events stream, the dead-letter stream and the durable consumer exist.
 func (c *Consumer) Setup(ctx context.Context) (jetstream.Consumer, error) {
-	if err := ensureStream(ctx, c.js, jetstream.StreamConfig{
-		// The session service owns this stream's configuration (it creates or updates it
-		// with the same values); creating it here only lets the inventory start first.
-		Name: c.cfg.Stream, Subjects: []string{events.StreamSubjects}, Storage: jetstream.FileStorage,
-		Duplicates: 2 * time.Minute, MaxAge: 7 * 24 * time.Hour,
-	}); err != nil {
+	// The session service owns this stream's configuration (it creates or updates it);
+	// creating it here only lets the inventory start first.
+	if err := ensureStream(ctx, c.js, events.StreamConfig(c.cfg.Stream)); err != nil {
 		return nil, err
 	}
 	if c.cfg.DeadLetterStream != "" {

@@ -361,22 +361,13 @@ func (r *Relay) publish(ctx context.Context, dev string, entry []byte) (jetstrea
 
 // EnsureStream creates or updates the events stream.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
-	if name == "" {
-		name = events.DefaultStream
-	}
-	cfg := jetstream.StreamConfig{
-		Name:       name,
-		Subjects:   []string{events.StreamSubjects},
-		Storage:    jetstream.FileStorage,
-		Duplicates: 2 * time.Minute,
-		MaxAge:     7 * 24 * time.Hour,
-	}
+	cfg := events.StreamConfig(name)
 	s, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil && errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return js.Stream(ctx, name)
+		return js.Stream(ctx, cfg.Name)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", name, err)
+		return nil, fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 	}
 	return s, nil
 }
