@@ -359,14 +359,26 @@ func (s *Store) List(ctx context.Context, deviceID string, offset, n int) ([]*Re
 	if len(ids) > n {
 		ids, next = ids[:n], offset+n
 	}
+	// One pipeline for the page (the records are in the device's slot).
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HMGet(ctx, s.recKey(deviceID, id), "v", "data")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, 0, fmt.Errorf("load notifications of %s: %w", deviceID, err)
+	}
 	out := make([]*Record, 0, len(ids))
-	for _, id := range ids {
-		r, err := s.Get(ctx, id)
-		if errors.Is(err, ErrNotFound) {
+	for i, c := range cmds {
+		vals := c.Val()
+		v, _ := vals[0].(string)
+		data, _ := vals[1].(string)
+		if data == "" {
 			continue // expired after its retention
 		}
+		r, err := decode(v, data)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, fmt.Errorf("notification %s: %w", ids[i], err)
 		}
 		out = append(out, r)
 	}
