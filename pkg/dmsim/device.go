@@ -4,11 +4,11 @@ import (
 	"hash/fnv"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
 	"github.com/dmgrid/dmgrid/pkg/dmtree"
+	"github.com/dmgrid/dmgrid/pkg/pkg0"
 )
 
 // Well-known URIs of the standard objects (OMA-TS-DM_StdObj §7.1.3, FUMO §10.1).
@@ -103,7 +103,7 @@ func (d *Device) nextSessionID() string {
 	if d.sessionNo == 0 {
 		d.sessionNo = 1
 	}
-	return strings.ToUpper(strconv.FormatUint(uint64(d.sessionNo), 16))
+	return pkg0.SessionIDHex(d.sessionNo)
 }
 
 // Paths of the DMAcc AppAuth leaves (OMA-TS-DM_StdObj §7.1.3.1).

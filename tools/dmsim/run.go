@@ -15,6 +15,7 @@ import (
 
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
 	"github.com/dmgrid/dmgrid/pkg/dmsim"
+	"github.com/dmgrid/dmgrid/pkg/pkg0"
 	"github.com/dmgrid/dmgrid/pkg/syncml"
 )
 
@@ -150,7 +151,7 @@ func sessionID(s string) (string, error) {
 	if err != nil {
 		return "", usageError{fmt.Sprintf("--session-id %q: want a 16-bit hex number", s)}
 	}
-	return strings.ToUpper(strconv.FormatUint(v, 16)), nil
+	return pkg0.SessionIDHex(uint16(v)), nil
 }
 
 // baseConfig turns the options into a device configuration.
