@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/base64"
 	"strconv"
 	"strings"
 	"testing"
@@ -538,5 +539,35 @@ func TestLargeObjectInChunks(t *testing.T) {
 				t.Fatal("buffer not reset after the last chunk")
 			}
 		})
+	}
+}
+
+// TestWirePart: the pieces of an outgoing large object, cut on 4-character boundaries and
+// encoded one by one, join into the wire form of the whole object.
+func TestWirePart(t *testing.T) {
+	for _, size := range []int{0, 1, 2, 3, 4, 5, 47, 48, 1000, 4099} {
+		data := make([]byte, size)
+		for i := range data {
+			data[i] = byte(i * 7)
+		}
+		for _, format := range []string{"b64", "bin"} {
+			whole := string(data)
+			if format == "b64" {
+				whole = base64.StdEncoding.EncodeToString(data)
+			}
+			total := wireLen(data, format)
+			if total != len(whole) {
+				t.Fatalf("%s %d: wireLen %d, want %d", format, size, total, len(whole))
+			}
+			for _, step := range []int{4, 16, 100, 1024} {
+				var joined strings.Builder
+				for off := 0; off < total; off += step {
+					joined.WriteString(wirePart(data, format, total, off, min(step, total-off)))
+				}
+				if joined.String() != whole {
+					t.Fatalf("%s %d bytes in pieces of %d: joined pieces differ from the whole", format, size, step)
+				}
+			}
+		}
 	}
 }

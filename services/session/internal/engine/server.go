@@ -200,6 +200,28 @@ func (p *proc) wire(op Operation) (string, string) {
 	return base64.StdEncoding.EncodeToString(op.Data), "b64"
 }
 
+// wireLen is the length of data's wire form in format (wire).
+func wireLen(data []byte, format string) int {
+	if format == "b64" {
+		return base64.StdEncoding.EncodedLen(len(data))
+	}
+	return len(data)
+}
+
+// wirePart is wire form characters [off, off+n) of data in format, of total characters in
+// all. A base64 piece starts on a 4-character boundary and ends on one unless it is the
+// last, so it is the encoding of data[off/4*3 : (off+n)/4*3].
+func wirePart(data []byte, format string, total, off, n int) string {
+	if format != "b64" {
+		return string(data[off : off+n])
+	}
+	end := len(data)
+	if off+n < total {
+		end = (off + n) / 4 * 3
+	}
+	return base64.StdEncoding.EncodeToString(data[off/4*3 : end])
+}
+
 // startChunks begins sending a value that does not fit one message as a large object
 // (RepPro §2.2.6, PROTOCOL.md §3.2).
 func (p *proc) startChunks(c *Command, sz *sizer, limit int64) {
@@ -220,10 +242,9 @@ func (p *proc) startChunks(c *Command, sz *sizer, limit int64) {
 // base64 split on 4-character boundaries, Meta Size (the transmitted length) on the first
 // chunk, MoreData on all but the last, Final only after the last.
 func (p *proc) chunk(c *Command, lo *OutLO, sz *sizer, limit int64) {
-	// The wire form is derived again from the queued command rather than kept in the
-	// session record, which would otherwise carry the whole object on every message.
-	wire, _ := p.wire(c.Op)
-	if len(wire) != lo.Total {
+	// The piece is cut from the queued command's data (the session record does not carry
+	// the object), encoding only that piece: not the whole object on every chunk.
+	if wireLen(c.Op.Data, lo.Format) != lo.Total {
 		p.sess.OutLO = nil
 		p.setState(c, StateFailed, 500, "large object changed while being sent")
 		p.r.msg.Body.Final = true
@@ -253,7 +274,7 @@ func (p *proc) chunk(c *Command, lo *OutLO, sz *sizer, limit int64) {
 		}
 	}
 	it.MoreData = !last
-	it.Data.Value = wire[lo.Offset : lo.Offset+int(n)]
+	it.Data.Value = wirePart(c.Op.Data, lo.Format, lo.Total, lo.Offset, int(n))
 	lo.Offset += int(n)
 	lo.Acked = false
 	p.r.add(sc)
