@@ -220,8 +220,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	s.Sessions = &api.Sessions{St: s.st, Engine: eng, Relay: notifier, Log: log, Now: time.Now,
 		ChallengeLimit: cfg.ChallengeLimit, ChallengeWindow: time.Minute,
 		Metrics: api.NewMetrics(s.tel.Meters), Propagator: s.tel.Propagator}
-	s.Devices = &api.Devices{St: s.st, Relay: notifier, Now: time.Now}
-	s.Commands = &api.Commands{St: s.st, Relay: notifier, JS: js, Stream: cfg.EventsStream, Now: time.Now}
+	s.Devices = &api.Devices{St: s.st, Relay: notifier, Now: time.Now, Propagator: s.tel.Propagator}
+	s.Commands = &api.Commands{St: s.st, Relay: notifier, JS: js, Stream: cfg.EventsStream, Now: time.Now, Propagator: s.tel.Propagator}
 	return s, nil
 }
 

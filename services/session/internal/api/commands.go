@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -40,6 +41,8 @@ type Commands struct {
 	JS     jetstream.JetStream
 	Stream string
 	Now    func() time.Time
+	// Propagator (optional) carries the API call's trace into the events it commits.
+	Propagator propagation.TextMapPropagator
 }
 
 func randomHex(n int) string {
@@ -50,11 +53,8 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-func (s *Commands) event(c *engine.Command, now time.Time) []byte {
-	ev := eventToProto(engine.Event{Kind: engine.EventCommandStateChanged, Command: c}, c.DeviceID, now)
-	ev.EventId = events.NewID()
-	b, _ := proto.Marshal(ev)
-	return b
+func (s *Commands) event(ctx context.Context, c *engine.Command, now time.Time) ([]byte, error) {
+	return frame(ctx, s.Propagator, eventToProto(engine.Event{Kind: engine.EventCommandStateChanged, Command: c}, c.DeviceID, now))
 }
 
 // EnqueueCommands validates and queues operations for a device.
@@ -142,12 +142,18 @@ func (s *Commands) EnqueueCommands(ctx context.Context, req *commandv1.EnqueueCo
 	}
 	evs := make([][]byte, 0, len(cmds)+1)
 	for _, c := range cmds {
-		evs = append(evs, s.event(c, now))
+		b, err := s.event(ctx, c, now)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "encode event: %v", err)
+		}
+		evs = append(evs, b)
 	}
 	if req.GetWake() {
-		ev := &eventsv1.Event{EventId: events.NewID(), DeviceId: dev, Time: timestamppb.New(now),
-			Payload: &eventsv1.Event_WakeRequested{WakeRequested: &eventsv1.WakeRequested{Reason: "commands enqueued"}}}
-		b, _ := proto.Marshal(ev)
+		b, err := frame(ctx, s.Propagator, &eventsv1.Event{DeviceId: dev, Time: timestamppb.New(now),
+			Payload: &eventsv1.Event_WakeRequested{WakeRequested: &eventsv1.WakeRequested{Reason: "commands enqueued"}}})
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "encode event: %v", err)
+		}
 		evs = append(evs, b)
 	}
 	out, dup, err := s.St.Enqueue(ctx, dev, req.GetRequestId(), cmds, evs)
@@ -244,7 +250,7 @@ func (s *Commands) CancelCommand(ctx context.Context, req *commandv1.CancelComma
 		return nil, err
 	}
 	now := s.Now()
-	ev := func(c *engine.Command) []byte { return s.event(c, now) }
+	ev := func(c *engine.Command) []byte { b, _ := s.event(ctx, c, now); return b } // marshalling our own event cannot fail
 	c, err := s.St.CancelCommand(ctx, req.CommandId, now, ev)
 	if err != nil {
 		return nil, storeErr(err, "command "+req.CommandId, map[string]string{"command_id": req.CommandId})

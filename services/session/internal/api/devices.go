@@ -7,15 +7,14 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
 	eventsv1 "github.com/dmgrid/dmgrid/proto/dmgrid/events/v1"
 
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
-	"github.com/dmgrid/dmgrid/pkg/events"
 	"github.com/dmgrid/dmgrid/services/session/internal/engine"
 	"github.com/dmgrid/dmgrid/services/session/internal/store"
 )
@@ -26,15 +25,16 @@ type Devices struct {
 	St    *store.Store
 	Relay Notifier // optional: told about the device_changed events
 	Now   func() time.Time
+	// Propagator (optional) carries the API call's trace into the events it commits.
+	Propagator propagation.TextMapPropagator
 }
 
 // changed publishes a device_changed event (labels, MSISDN, deletion) through the device's
 // outbox, so the inventory keeps labels without reading accounts. A failure is returned: the
 // account change itself has been stored, and the caller may retry the same update.
 func (s *Devices) changed(ctx context.Context, id string, labels map[string]string, msisdn string, deleted bool) error {
-	ev := &eventsv1.Event{EventId: events.NewID(), DeviceId: id, Time: timestamppb.New(s.Now()),
-		Payload: &eventsv1.Event_DeviceChanged{DeviceChanged: &eventsv1.DeviceChanged{Labels: labels, Msisdn: msisdn, Deleted: deleted}}}
-	b, err := proto.Marshal(ev)
+	b, err := frame(ctx, s.Propagator, &eventsv1.Event{DeviceId: id, Time: timestamppb.New(s.Now()),
+		Payload: &eventsv1.Event_DeviceChanged{DeviceChanged: &eventsv1.DeviceChanged{Labels: labels, Msisdn: msisdn, Deleted: deleted}}})
 	if err != nil {
 		return err
 	}

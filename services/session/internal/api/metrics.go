@@ -2,12 +2,17 @@ package api
 
 import (
 	"context"
+	"fmt"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/protobuf/proto"
+
+	eventsv1 "github.com/dmgrid/dmgrid/proto/dmgrid/events/v1"
 
 	"github.com/dmgrid/dmgrid/internal/telemetry"
+	"github.com/dmgrid/dmgrid/pkg/events"
 )
 
 // Metrics are the session service's own instruments (exported for Prometheus at /metrics).
@@ -52,6 +57,18 @@ func (m *Metrics) add(ctx context.Context, c metric.Int64Counter, n int64, attrs
 		k[2*i], k[2*i+1] = string(a.Key), a.Value.Emit()
 	}
 	c.Add(ctx, n, m.attrs.Get(k, attrs...))
+}
+
+// frame gives an event its id and the trace of ctx (through p; none when p is nil) and
+// marshals it: every event the session service commits is framed here.
+func frame(ctx context.Context, p propagation.TextMapPropagator, ev *eventsv1.Event) ([]byte, error) {
+	ev.EventId = events.NewID()
+	ev.TraceParent = traceParent(ctx, p)
+	b, err := proto.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("marshal event: %w", err)
+	}
+	return b, nil
 }
 
 // traceParent returns the W3C traceparent of ctx's span ("" without one), for events.

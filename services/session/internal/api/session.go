@@ -12,11 +12,9 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	sessionv1 "github.com/dmgrid/dmgrid/proto/dmgrid/session/v1"
 
-	"github.com/dmgrid/dmgrid/pkg/events"
 	"github.com/dmgrid/dmgrid/pkg/syncmlpb"
 	"github.com/dmgrid/dmgrid/services/session/internal/engine"
 	"github.com/dmgrid/dmgrid/services/session/internal/store"
@@ -148,15 +146,11 @@ func (s *Sessions) encodeEvents(ctx context.Context, evs []engine.Event, dev str
 	if len(evs) == 0 {
 		return nil, nil
 	}
-	tp := traceParent(ctx, s.Propagator)
 	out := make([][]byte, 0, len(evs))
 	for _, e := range evs {
-		pe := eventToProto(e, dev, now)
-		pe.EventId = events.NewID()
-		pe.TraceParent = tp
-		b, err := proto.Marshal(pe)
+		b, err := frame(ctx, s.Propagator, eventToProto(e, dev, now))
 		if err != nil {
-			return nil, fmt.Errorf("marshal %s event: %w", e.Kind, err)
+			return nil, fmt.Errorf("%s: %w", e.Kind, err)
 		}
 		out = append(out, b)
 	}
@@ -192,8 +186,8 @@ func (s *Sessions) correlate(ctx context.Context, dev string, evs []engine.Event
 		}
 		item := engine.ResultItem{URI: e.SourceURI, Format: e.Format, MIME: e.AlertType, Data: e.Data}
 		ev := func(c *engine.Command) []byte {
-			b, _ := s.encodeEvents(ctx, []engine.Event{{Kind: engine.EventCommandStateChanged, Command: c}}, dev, now)
-			return b[0]
+			b, _ := frame(ctx, s.Propagator, eventToProto(engine.Event{Kind: engine.EventCommandStateChanged, Command: c}, dev, now))
+			return b // marshalling our own event cannot fail
 		}
 		if _, err := s.St.AttachAlert(ctx, dev, e.Correlator, item, now, ev); err != nil {
 			s.Log.Warn("attach generic alert", "device_id", dev, "correlator", e.Correlator, "err", err)
