@@ -156,14 +156,9 @@ func (s *Commands) EnqueueCommands(ctx context.Context, req *commandv1.EnqueueCo
 		}
 		evs = append(evs, b)
 	}
-	out, dup, err := s.St.Enqueue(ctx, dev, req.GetRequestId(), cmds, evs)
+	out, _, err := s.St.Enqueue(ctx, dev, req.GetRequestId(), cmds, evs)
 	if err != nil {
 		return nil, storeErr(err, "device "+dev, map[string]string{"device_id": dev})
-	}
-	if !dup {
-		if err := s.St.IndexCorrelators(ctx, out); err != nil {
-			return nil, storeErr(err, "correlators of "+dev, nil)
-		}
 	}
 	if s.Relay != nil {
 		s.Relay.Notify(dev)

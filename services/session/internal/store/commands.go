@@ -19,8 +19,8 @@ import (
 // are still drained in the order they were accepted.
 //
 //	KEYS: 1 acct, 2 queue, 3 seq, 4 request-id key, 5 all-commands index, 6 outbox
-//	ARGV: 1 command prefix, 2 request-id ttl ms, 3 has request id (1/0), 4 n, then n ids,
-//	      n jsons, then ne, ne events
+//	ARGV: 1 command prefix, 2 request-id and correlator ttl ms, 3 has request id (1/0), 4 n,
+//	      then n ids, n jsons, then ne, ne events, then nc, nc pairs (correlator key, id)
 var enqueueScript = redis.NewScript(`
 if ARGV[3] == '1' then
   local prev = redis.call('GET', KEYS[4])
@@ -40,6 +40,10 @@ end
 local j = 5 + 2 * n
 local ne = tonumber(ARGV[j])
 for k = 1, ne do redis.call('RPUSH', KEYS[6], ARGV[j + k]) end
+j = j + ne + 1
+for k = 1, tonumber(ARGV[j]) do
+  redis.call('SET', ARGV[j + 2 * k - 1], ARGV[j + 2 * k], 'PX', ARGV[2])
+end
 local joined = table.concat(ids, ',')
 if ARGV[3] == '1' then redis.call('SET', KEYS[4], joined, 'PX', ARGV[2]) end
 return {1, joined}
@@ -69,6 +73,15 @@ func (s *Store) Enqueue(ctx context.Context, deviceID, requestID string, cmds []
 	for _, e := range events {
 		args = append(args, e)
 	}
+	// Exec Correlators are indexed in the same script, so a Generic Alert can always find
+	// its command.
+	var corr []any
+	for _, c := range cmds {
+		if c.Op.Type == engine.OpExec && c.Op.Correlator != "" {
+			corr = append(corr, s.corrKey(deviceID, c.Op.Correlator), c.ID)
+		}
+	}
+	args = append(append(args, len(corr)/2), corr...)
 	keys := []string{s.acctKey(deviceID), s.queueKey(deviceID), s.seqKey(deviceID), s.ridKey(deviceID, requestID), s.allKey(deviceID), s.outboxKey(deviceID)}
 	res, err := enqueueScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
@@ -199,28 +212,10 @@ func (s *Store) CancelCommand(ctx context.Context, id string, now time.Time, eve
 	return nil, ErrConflict
 }
 
+// corrKey maps an Exec Correlator to its command (set by Enqueue), so the Generic Alert that
+// reports the Exec's asynchronous result (OMA-TS-DM_Protocol §2.3.7, FUMO §10.2.2) can be
+// attached to it.
 func (s *Store) corrKey(d, correlator string) string { return s.deviceTag(d) + ":corr:" + correlator }
-
-// IndexCorrelators remembers which command an Exec Correlator belongs to, so the Generic
-// Alert that reports the Exec's asynchronous result (OMA-TS-DM_Protocol §2.3.7, FUMO §10.2.2)
-// can be attached to it.
-func (s *Store) IndexCorrelators(ctx context.Context, cmds []*engine.Command) error {
-	pipe := s.rdb.Pipeline()
-	n := 0
-	for _, c := range cmds {
-		if c.Op.Type == engine.OpExec && c.Op.Correlator != "" {
-			pipe.Set(ctx, s.corrKey(c.DeviceID, c.Op.Correlator), c.ID, s.opt.CommandTTL)
-			n++
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("index correlators: %w", err)
-	}
-	return nil
-}
 
 // attachScript replaces a command record only if it is still what the caller read.
 //
