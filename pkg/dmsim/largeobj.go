@@ -80,7 +80,8 @@ func (s *session) placeChunk(c *composer) (bool, error) {
 	}
 	c.pop()
 	c.add(o.chunk(0, true), sentCmd{chunk: true})
-	base, err := c.size()
+	b, err := c.encoded()
+	base := len(b)
 	c.pop()
 	if err != nil {
 		return false, err
@@ -96,10 +97,11 @@ func (s *session) placeChunk(c *composer) (bool, error) {
 			return false, nil
 		}
 		c.add(o.chunk(n, true), sentCmd{chunk: true})
-		size, err := c.size()
+		b, err := c.encoded()
 		if err != nil {
 			return false, err
 		}
+		size := len(b)
 		if size <= s.srvMaxMsg {
 			o.off += n
 			s.awaitChunk = &sentRef{msg: s.msgID, cmd: c.m.Body.Commands[len(c.m.Body.Commands)-1].CmdID}

@@ -81,6 +81,7 @@ type session struct {
 	sent       map[int]map[string]sentCmd
 	lastSrvMsg int
 	aborting   bool
+	encodings  int // messages encoded, measurements included (a simulator's cost per message)
 }
 
 type sentRef struct {
@@ -166,11 +167,11 @@ func (s *session) run(ctx context.Context) error {
 		if s.msgID >= s.opt.MaxMessages {
 			return fmt.Errorf("more than %d messages without the server ending the session", s.opt.MaxMessages)
 		}
-		m, err := s.compose()
+		body, err := s.compose()
 		if err != nil {
 			return fmt.Errorf("build message %d: %w", s.msgID, err)
 		}
-		reply, ct, err := s.send(ctx, m)
+		reply, ct, err := s.send(ctx, body)
 		if err != nil {
 			return err
 		}
@@ -262,6 +263,7 @@ func (s *session) credential() *syncml.Cred {
 }
 
 func (s *session) encode(m *syncml.Message) ([]byte, error) {
+	s.encodings++
 	b, err := syncml.Encode(m, s.enc)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", s.enc, err)
@@ -275,11 +277,15 @@ type composer struct {
 	m     *syncml.Message
 	refs  map[string]sentCmd
 	fixed int // commands that are always present (the SyncHdr Status)
+	// body is m's encoding from the last size check, nil once m has changed since: the
+	// message is usually sent as it was last measured, without encoding it again.
+	body []byte
 }
 
 func (c *composer) add(cmd syncml.Command, ref sentCmd) {
 	cmd.CmdID = strconv.Itoa(len(c.m.Body.Commands) + 1)
 	c.m.Body.Commands = append(c.m.Body.Commands, cmd)
+	c.body = nil
 	if ref.cmd == "" {
 		ref.cmd = cmd.Kind.String()
 	}
@@ -290,11 +296,19 @@ func (c *composer) pop() {
 	last := c.m.Body.Commands[len(c.m.Body.Commands)-1]
 	delete(c.refs, last.CmdID)
 	c.m.Body.Commands = c.m.Body.Commands[:len(c.m.Body.Commands)-1]
+	c.body = nil
 }
 
-func (c *composer) size() (int, error) {
-	b, err := c.s.encode(c.m)
-	return len(b), err
+// encoded returns m's encoding, reusing the last one while m is unchanged.
+func (c *composer) encoded() ([]byte, error) {
+	if c.body == nil {
+		b, err := c.s.encode(c.m)
+		if err != nil {
+			return nil, err
+		}
+		c.body = b
+	}
+	return c.body, nil
 }
 
 // fits reports whether the message is within the server's MaxMsgSize. Final is set while
@@ -303,8 +317,8 @@ func (c *composer) fits() (bool, error) {
 	if c.s.srvMaxMsg <= 0 {
 		return true, nil
 	}
-	n, err := c.size()
-	return n <= c.s.srvMaxMsg, err
+	b, err := c.encoded()
+	return len(b) <= c.s.srvMaxMsg, err
 }
 
 func (c *composer) onlyFixed() bool { return len(c.m.Body.Commands) == c.fixed }
@@ -321,21 +335,18 @@ func (c *composer) fitsAlone(cmd syncml.Command) (bool, error) {
 	return len(b) <= c.s.srvMaxMsg, err
 }
 
-// compose builds the next device message: Status for the server's SyncHdr, then queued
-// statuses, Results and Alerts in order, as many as fit in the server's MaxMsgSize (§3.1);
-// a Results item that fits in no message travels as a large object (§3.2).
-func (s *session) compose() (*syncml.Message, error) {
+// compose builds and encodes the next device message: Status for the server's SyncHdr, then
+// queued statuses, Results and Alerts in order, as many as fit in the server's MaxMsgSize
+// (§3.1); a Results item that fits in no message travels as a large object (§3.2).
+func (s *session) compose() ([]byte, error) {
 	s.msgID++
 	c := &composer{s: s, m: &syncml.Message{Header: s.header()}, refs: make(map[string]sentCmd)}
+	// Final is set while measuring, so a size verdict holds whether or not the message closes
+	// the package; the last measurement is then sent as it is when the message is final.
 	c.m.Body.Final = true
 	if s.hdrStatus != nil {
 		c.add(*s.hdrStatus, sentCmd{cmd: cmdSyncHdr})
 		c.fixed = 1
-	}
-	if ok, err := c.fits(); err != nil {
-		return nil, err
-	} else if !ok {
-		return nil, fmt.Errorf("server MaxMsgSize %d is smaller than a message without commands", s.srvMaxMsg)
 	}
 	if err := s.fill(c); err != nil {
 		return nil, err
@@ -359,10 +370,22 @@ func (s *session) compose() (*syncml.Message, error) {
 			}
 		}
 	}
-	c.m.Body.Final = final
+	if !final {
+		c.m.Body.Final = false
+		c.body = nil
+	}
+	body, err := c.encoded()
+	if err != nil {
+		return nil, err
+	}
+	if s.srvMaxMsg > 0 && len(body) > s.srvMaxMsg {
+		// Only a message of the fixed commands can get here: every other command was
+		// measured before it stayed.
+		return nil, fmt.Errorf("server MaxMsgSize %d is smaller than a message without commands (%d bytes)", s.srvMaxMsg, len(body))
+	}
 	s.sentFinal = final
 	s.sent[s.msgID] = c.refs
-	return c.m, nil
+	return body, nil
 }
 
 // addNextMessage adds Alert 1222 to a message of statuses, moving statuses back to the queue
@@ -515,13 +538,9 @@ func (s *session) fittingItems(c *composer, r syncml.Command) (int, error) {
 	return lo, nil
 }
 
-// send encodes m, signs it for syncml:auth-MAC (x-syncml-hmac over the exact body, §7.2) and
-// posts it, applying the retransmission faults.
-func (s *session) send(ctx context.Context, m *syncml.Message) ([]byte, string, error) {
-	body, err := s.encode(m)
-	if err != nil {
-		return nil, "", fmt.Errorf("message %d: %w", s.msgID, err)
-	}
+// send signs an encoded message for syncml:auth-MAC (x-syncml-hmac over the exact body, §7.2)
+// and posts it, applying the retransmission faults.
+func (s *session) send(ctx context.Context, body []byte) ([]byte, string, error) {
 	hmac := ""
 	if s.authType == dmauth.TypeMAC {
 		mac := dmauth.MAC(dmauth.Key(s.cred.name, s.cred.secret), s.nonce, body)
