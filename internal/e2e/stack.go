@@ -75,6 +75,8 @@ type Options struct {
 	// OutboxScan is how often the workers look for left-behind outboxes (default 1s, so
 	// tests see a stopped worker's events soon; production's default is 10s).
 	OutboxScan time.Duration
+	// OutboxLinger is the relay's batch gathering time (session.Config.OutboxLinger).
+	OutboxLinger time.Duration
 	// NATSURL uses this NATS server (with JetStream) instead of an embedded one; Stack.NATS
 	// is then nil.
 	NATSURL string
@@ -177,7 +179,7 @@ func Start(tb TB, opt Options) *Stack {
 	cfg := session.Config{
 		RedisPrefix: st.Prefix, NATSURL: natsURL, EventsStream: "DMGRID_EVENTS",
 		IdleTimeout: opt.IdleTimeout, MaxAttempts: opt.MaxAttempts, ChallengeLimit: 1000,
-		ServerMaxMsgSize: opt.ServerMaxMsgSize, ServerMaxObjSize: opt.ServerMaxObjSize, OutboxScan: opt.OutboxScan,
+		ServerMaxMsgSize: opt.ServerMaxMsgSize, ServerMaxObjSize: opt.ServerMaxObjSize, OutboxScan: opt.OutboxScan, OutboxLinger: opt.OutboxLinger,
 		DevDetailEvery: opt.DevDetailEvery,
 	}
 	if cfg.IdleTimeout == 0 {

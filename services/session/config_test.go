@@ -28,6 +28,15 @@ func TestConfigFromEnv(t *testing.T) {
 			t.Errorf("error does not name %s: %v", v, err)
 		}
 	}
+	for v, want := range map[string]string{"5s": "at most 1s", "-1ms": "want a duration"} {
+		_, err = ConfigFromEnv(lookup(map[string]string{"DMGRID_REDIS_URL": "redis://x", "DMGRID_OUTBOX_LINGER": v}))
+		if err == nil || !strings.Contains(err.Error(), "DMGRID_OUTBOX_LINGER") || !strings.Contains(err.Error(), want) {
+			t.Errorf("DMGRID_OUTBOX_LINGER=%s: %v", v, err)
+		}
+	}
+	if c, err := ConfigFromEnv(lookup(map[string]string{"DMGRID_REDIS_URL": "redis://x", "DMGRID_OUTBOX_LINGER": "2ms"})); err != nil || c.OutboxLinger != 2*time.Millisecond {
+		t.Errorf("DMGRID_OUTBOX_LINGER=2ms: %v, %v", c.OutboxLinger, err)
+	}
 	_, err = ConfigFromEnv(lookup(map[string]string{}))
 	if err == nil || !strings.Contains(err.Error(), "DMGRID_REDIS_URL") {
 		t.Fatalf("missing Redis: %v", err)

@@ -55,6 +55,7 @@ type Config struct {
 	ServerMaxMsgSize  int64         // DMGRID_SERVER_MAX_MSG_SIZE, default 1 MiB
 	ServerMaxObjSize  int64         // DMGRID_SERVER_MAX_OBJ_SIZE, default 4 MiB
 	OutboxScan        time.Duration // DMGRID_OUTBOX_SCAN, default 10s
+	OutboxLinger      time.Duration // DMGRID_OUTBOX_LINGER, default 0: how long the relay gathers devices into a batch
 	DevDetailEvery    time.Duration // DMGRID_DEVDETAIL_EVERY, default 24h; 0 disables the DevDetail collection policy
 	MetricsAddr       string        // DMGRID_METRICS_ADDR, default ":9102"; "" disables /metrics
 	PProf             bool          // DMGRID_PPROF: also serve the Go profiler on MetricsAddr
@@ -87,6 +88,7 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		OTLPEndpoint:     get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 	}
 	c.DevDetailEvery = r.DurationOrZero("DMGRID_DEVDETAIL_EVERY", "24h")
+	c.OutboxLinger = r.DurationOrZero("DMGRID_OUTBOX_LINGER", "0s")
 	if v := get("DMGRID_REDIS_CLUSTER_ADDRS", ""); v != "" {
 		c.RedisClusterAddrs = strings.Split(v, ",")
 	}
@@ -119,6 +121,9 @@ func (c Config) Validate() error {
 	}
 	if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, "{} ") {
 		errs = append(errs, errors.New("DMGRID_REDIS_PREFIX: must be non-empty without braces or spaces"))
+	}
+	if c.OutboxLinger > time.Second {
+		errs = append(errs, errors.New("DMGRID_OUTBOX_LINGER: at most 1s (events wait that long before they are published)"))
 	}
 	if c.IdleTimeout <= 0 || c.MaxAttempts <= 0 {
 		errs = append(errs, errors.New("DMGRID_IDLE_TIMEOUT and DMGRID_MAX_ATTEMPTS must be positive"))
@@ -207,7 +212,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		meter := s.tel.Meters.Meter("dmgrid/outbox")
 		published, _ := meter.Int64Counter("dmgrid_outbox_published_total", metric.WithDescription("events published to JetStream"))
 		latency, _ := meter.Float64Histogram("dmgrid_nats_publish_duration_seconds", metric.WithDescription("JetStream publish latency"), metric.WithUnit("s"))
-		s.relay = outbox.New(s.st, js, log, outbox.Config{ScanInterval: cfg.OutboxScan,
+		s.relay = outbox.New(s.st, js, log, outbox.Config{ScanInterval: cfg.OutboxScan, Linger: cfg.OutboxLinger,
 			Tracer: s.tel.Tracers.Tracer("dmgrid/outbox"), Propagator: s.tel.Propagator,
 			PublishedCounter: published, PublishLatency: latency})
 		notifier = s.relay

@@ -85,6 +85,7 @@ type config struct {
 	profileFor   time.Duration
 	memProfile   string
 	traceFile    string
+	outboxLinger time.Duration
 }
 
 func main() {
@@ -111,6 +112,7 @@ func main() {
 	flag.StringVar(&c.serveNATS, "serve-nats", "", "internal: the NATS URL of -serve")
 	flag.DurationVar(&c.profileFor, "profile-for", 2*time.Second, "with -processes and -cpuprofile: how long to profile each service process from the start of the peak (files <cpuprofile>.<process>)")
 	flag.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (whole process, up to the end of the peak run) to this file")
+	flag.DurationVar(&c.outboxLinger, "outbox-linger", 0, "the session workers' DMGRID_OUTBOX_LINGER")
 	flag.StringVar(&c.traceFile, "trace", "", "write a runtime execution trace of the paced run to this file (go tool trace)")
 	flag.Parse()
 	switch {
@@ -296,7 +298,7 @@ func run(c config) int {
 		}
 	} else {
 		es := e2e.Start(env, e2e.Options{Workers: c.workers, RedisURL: redisURL, Prefix: "lt", RedisHooks: []redis.Hook{hook}, Logger: log,
-			OutboxScan: 10 * time.Second}) // production's default (DMGRID_OUTBOX_SCAN)
+			OutboxScan: 10 * time.Second, OutboxLinger: c.outboxLinger}) // production's default (DMGRID_OUTBOX_SCAN)
 		st = &target{URL: es.URL, Prefix: es.Prefix, Devices: es.Devices, Commands: es.Commands}
 	}
 
@@ -947,6 +949,18 @@ func printReport(c config, r *report) {
 	}
 	fmt.Printf("ceiling: bare net/http echo of the same request bodies, same client and concurrency: %.0f messages/s (p50 %.2f ms, p99 %.2f ms, %.0f µs CPU/msg); dmgrid = %.3f of it (goal ≥ 0.25)\n",
 		r.ceilingPerS, r.ceilP50, r.ceilP99, float64(r.ceilCPU.Microseconds())/float64(max(r.ceilMsgs, 1)), ratio)
+	bound := 0.0
+	if r.peakMsgs > 0 && r.ceilMsgs > 0 && r.tierCPU != nil {
+		// Both runs are CPU-bound on the same cores, so the ratio is roughly the echo's CPU per
+		// message over ours. The processes that are not dmgrid's (redis-server, nats-server,
+		// the simulated devices) set a bound on it that no change to the services can pass.
+		others := r.tierCPU["nats"] + r.cpuRedis + r.cpuProc
+		echo := float64(r.ceilCPU.Microseconds()) / float64(r.ceilMsgs)
+		if o := float64(others.Microseconds()) / float64(r.peakMsgs); o > 0 {
+			bound = echo / o
+			fmt.Printf("  CPU bound: the echo took %.0f µs per message in all; redis-server, nats-server and the simulated devices alone took %.0f µs per dmgrid message, so even services costing nothing would reach a ratio of about %.3f\n", echo, o, bound)
+		}
+	}
 	if r.halfTarget > 0 {
 		fmt.Printf("paced at %.0f%% of peak (%.0f messages/s): achieved %.0f/s; latency p50 %.2f ms, p95 %.2f ms, p99 %.2f ms (goal p99 < 10 ms); %d posts failed and were retried\n",
 			100*c.halfFraction, r.halfTarget, r.halfAchieved, r.halfP50, r.halfP95, r.halfP99, r.halfFailed)
@@ -984,8 +998,8 @@ func printReport(c config, r *report) {
 	}
 	fmt.Printf("RESULT sessions_per_s=%.0f msgs_per_s=%.0f ceiling_per_s=%.0f ratio=%.3f p50_ms=%.2f p99_ms=%.2f redis_rt_per_msg=%.2f errors=%d"+
 		" p95_ms=%.2f half_msgs_per_s=%.0f half_p50_ms=%.2f half_p99_ms=%.2f redis_rt_per_msg_request=%.2f mem_per_device_b=%.0f mem_per_live_session_b=%.0f devices=%d registered=%d concurrency=%d"+
-		" echo_half_p99_ms=%.2f grown_registered=%d flat_before_msgs_per_s=%.0f grown_msgs_per_s=%.0f flat=%.3f flat_vs_ceiling=%.3f\n",
+		" echo_half_p99_ms=%.2f grown_registered=%d flat_before_msgs_per_s=%.0f grown_msgs_per_s=%.0f flat=%.3f flat_vs_ceiling=%.3f ratio_bound_without_services=%.3f\n",
 		sessRate, peakRate, r.ceilingPerS, ratio, r.p50, r.p99, rtPerMsg, len(r.errors),
 		r.p95, r.halfAchieved, r.halfP50, r.halfP99, rtReqPerMsg, r.memPerDevice, r.memPerLive, c.devices, c.registered, c.concurrency,
-		r.echoPacedP99, r.growTotal, r.flatRateBefore, r.growPeakRate, flat, flatNorm)
+		r.echoPacedP99, r.growTotal, r.flatRateBefore, r.growPeakRate, flat, flatNorm, bound)
 }

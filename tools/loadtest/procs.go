@@ -129,7 +129,7 @@ func startProcesses(ctx context.Context, c config, redisURL, prefix string, logw
 		}
 		env := []string{"DMGRID_GRPC_ADDR=" + ga, "DMGRID_METRICS_ADDR=" + ma, "DMGRID_REDIS_URL=" + redisURL,
 			"DMGRID_REDIS_PREFIX=" + prefix, "DMGRID_NATS_URL=" + natsURL, "DMGRID_CHALLENGE_LIMIT=1000",
-			"DMGRID_SECRET_KEY=" + base64.StdEncoding.EncodeToString(key), "DMGRID_OUTBOX_SCAN=10s",
+			"DMGRID_SECRET_KEY=" + base64.StdEncoding.EncodeToString(key), "DMGRID_OUTBOX_SCAN=10s", "DMGRID_OUTBOX_LINGER=" + c.outboxLinger.String(),
 			"DMGRID_DEVDETAIL_EVERY=0"} // the session shape is fixed: no DevDetail collection Gets, as in-process
 		if _, err := start(fmt.Sprintf("dmgrid-session-%d", i+1), "session", "http://"+ma, env, "dmgrid-session"); err != nil {
 			return fail(err)

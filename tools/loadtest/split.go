@@ -38,7 +38,7 @@ func serve(c config) int {
 	defer env.Close()
 	hook := newRTHook()
 	es := e2e.Start(env, e2e.Options{Workers: c.workers, RedisURL: c.serveRedis, NATSURL: c.serveNATS, Prefix: "lt", RedisHooks: []redis.Hook{hook}, Logger: log,
-		OutboxScan: 10 * time.Second})
+		OutboxScan: 10 * time.Second, OutboxLinger: c.outboxLinger})
 	listen := func(h http.Handler) (string, error) {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -88,7 +88,7 @@ func startSplit(ctx context.Context, c config, redisURL string, logw io.Writer) 
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-serve", "-serve-redis", redisURL, "-serve-nats", natsURL, "-workers", strconv.Itoa(c.workers)}
+	args := []string{"-serve", "-serve-redis", redisURL, "-serve-nats", natsURL, "-workers", strconv.Itoa(c.workers), "-outbox-linger", c.outboxLinger.String()}
 	if c.verbose {
 		args = append(args, "-v")
 	}

@@ -36,6 +36,10 @@ type Config struct {
 	Retry        time.Duration // wait before retrying a device after a failure (default 1s)
 	Batch        int           // entries read per device per round (default 64)
 	Devices      int           // devices relayed together in one batch (default 256)
+	// Linger is how long a relay worker waits, after the first device of a batch arrives,
+	// for more to join it (0: only those already waiting). Fewer, larger batches mean fewer
+	// Redis round trips and fewer wake-ups of the message path; events are that much later.
+	Linger time.Duration
 	// Tracer and Propagator continue each event's trace (its trace_parent, set when the
 	// state change was committed) with a producer span and carry it in the NATS headers.
 	Tracer     trace.Tracer
@@ -129,6 +133,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			batch := make([]string, 0, r.cfg.Devices)
+			var timer *time.Timer // the linger timer, reused
 			for {
 				select {
 				case <-ctx.Done():
@@ -136,14 +141,37 @@ func (r *Relay) Run(ctx context.Context) error {
 				case dev := <-r.work:
 					batch = append(batch[:0], dev)
 				}
-			fill: // everything already waiting joins the batch
+				var linger <-chan time.Time
+				if r.cfg.Linger > 0 {
+					if timer == nil {
+						timer = time.NewTimer(r.cfg.Linger)
+					} else {
+						timer.Reset(r.cfg.Linger) // Go ≥ 1.23: no stale tick survives a Stop or Reset
+					}
+					linger = timer.C
+				}
+			fill: // everything already waiting, or arriving while lingering, joins the batch
 				for len(batch) < r.cfg.Devices {
+					if linger == nil {
+						select {
+						case dev := <-r.work:
+							batch = append(batch, dev)
+						default:
+							break fill
+						}
+						continue
+					}
 					select {
 					case dev := <-r.work:
 						batch = append(batch, dev)
-					default:
+					case <-linger:
 						break fill
+					case <-ctx.Done():
+						return
 					}
+				}
+				if timer != nil {
+					timer.Stop()
 				}
 				r.runBatch(ctx, batch)
 			}

@@ -174,15 +174,22 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// pipelines counts Redis pipelines (each is one round trip on a single Redis).
-type pipelines struct{ n, cmds atomic.Int64 }
+// pipelines counts Redis pipelines (each is one round trip on a single Redis); reads counts
+// the relay's outbox reads (LRANGE pipelines), one per batch.
+type pipelines struct{ n, cmds, reads atomic.Int64 }
 
 func (p *pipelines) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (p *pipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error { p.cmds.Add(1); return next(ctx, cmd) }
 }
 func (p *pipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { p.n.Add(1); return next(ctx, cmds) }
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		p.n.Add(1)
+		if len(cmds) > 0 && cmds[0].Name() == "lrange" {
+			p.reads.Add(1)
+		}
+		return next(ctx, cmds)
+	}
 }
 
 // TestBatchesAcrossDevices: many devices' outboxes are relayed together (a pipelined read
@@ -303,4 +310,53 @@ func TestFailedPublishKeepsOrder(t *testing.T) {
 		t.Fatal("the injected failure did not happen")
 	}
 	checkStream(ctx, t, js, "EVF", devs, 5)
+}
+
+// TestLingerGathersDevices: with Linger, devices notified one after another within the
+// linger time go out in one batch (one pipelined read, one pipelined removal); without it
+// an idle relay takes each as it comes, one batch per device.
+func TestLingerGathersDevices(t *testing.T) {
+	for _, tc := range []struct {
+		linger     time.Duration
+		minBatches int64
+		maxBatches int64
+	}{{time.Second, 1, 1}, {0, 4, 20}} {
+		t.Run(tc.linger.String(), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ns := startNATS(t, -1, t.TempDir())
+			defer ns.Shutdown()
+			js := streamOn(ctx, t, ns.ClientURL(), "EVL")
+			rdb := testredis.Client(t)
+			hook := &pipelines{}
+			rdb.AddHook(hook)
+			st := store.New(rdb, testredis.Prefix(t), store.Options{})
+			const devices = 20
+			devs := make([]string, devices)
+			r := New(st, js, slog.New(slog.NewTextHandler(io.Discard, nil)), Config{ScanInterval: time.Hour, Workers: 1, Linger: tc.linger})
+			go r.Run(ctx)
+			time.Sleep(100 * time.Millisecond) // the start-up scan, over no outboxes yet
+			r0 := hook.reads.Load()
+			start := time.Now()
+			for i := range devs {
+				// As the session API does: commit events to the outbox, then notify.
+				devs[i] = fmt.Sprintf("IMEI:L%04d", i)
+				if err := st.AppendOutbox(ctx, devs[i], [][]byte{event(devs[i], 0)}); err != nil {
+					t.Fatal(err)
+				}
+				r.Notify(devs[i])
+				time.Sleep(5 * time.Millisecond) // 100 ms in all, well inside a linger of 1s
+			}
+			waitFor(t, func() bool { return r.Published() >= devices })
+			if el := time.Since(start); el < tc.linger {
+				t.Errorf("published after %v, before the linger of %v ended", el, tc.linger)
+			}
+			batches := hook.reads.Load() - r0
+			if batches < tc.minBatches || batches > tc.maxBatches {
+				t.Errorf("%d batches (outbox reads) for %d devices notified 5 ms apart, want %d–%d", batches, devices, tc.minBatches, tc.maxBatches)
+			}
+			t.Logf("linger %v: %d batches", tc.linger, batches)
+			checkStream(ctx, t, js, "EVL", devs, 1)
+		})
+	}
 }
