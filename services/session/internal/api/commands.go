@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"strconv"
 	"time"
 
@@ -238,7 +237,8 @@ func (s *Commands) ListCommands(ctx context.Context, req *commandv1.ListCommands
 	return resp, nil
 }
 
-// CancelCommand cancels a queued command (and the rest of its atomic/sequence group).
+// CancelCommand cancels a queued command and the queued rest of its atomic/sequence group
+// (the group goes to the device as one element), in one atomic store step.
 func (s *Commands) CancelCommand(ctx context.Context, req *commandv1.CancelCommandRequest) (*commandv1.CancelCommandResponse, error) {
 	dev, err := validCommandID(req.GetCommandId())
 	if err != nil {
@@ -246,35 +246,13 @@ func (s *Commands) CancelCommand(ctx context.Context, req *commandv1.CancelComma
 	}
 	now := s.Now()
 	ev := func(c *engine.Command) []byte { b, _ := s.event(ctx, c, now); return b } // marshalling our own event cannot fail
-	c, err := s.St.CancelCommand(ctx, req.CommandId, now, ev)
+	cancelled, err := s.St.CancelCommand(ctx, req.CommandId, now, ev)
 	if err != nil {
 		return nil, storeErr(err, "command "+req.CommandId, map[string]string{"command_id": req.CommandId})
 	}
-	resp := &commandv1.CancelCommandResponse{Commands: []*commandv1.Command{CommandToProto(c)}}
-	if c.GroupID != "" {
-		// The group goes to the device as one Atomic/Sequence: cancel its other members.
-		var after int64
-		for {
-			page, next, err := s.St.ListCommands(ctx, dev, after, 500)
-			if err != nil {
-				return nil, storeErr(err, "commands of "+dev, nil)
-			}
-			for _, g := range page {
-				if g.GroupID == c.GroupID && g.ID != c.ID && g.State == engine.StateQueued {
-					gc, err := s.St.CancelCommand(ctx, g.ID, now, ev)
-					if err != nil && !errors.Is(err, store.ErrNotQueued) {
-						return nil, storeErr(err, "command "+g.ID, nil)
-					}
-					if err == nil {
-						resp.Commands = append(resp.Commands, CommandToProto(gc))
-					}
-				}
-			}
-			if next == 0 {
-				break
-			}
-			after = next
-		}
+	resp := &commandv1.CancelCommandResponse{Commands: make([]*commandv1.Command, 0, len(cancelled))}
+	for _, c := range cancelled {
+		resp.Commands = append(resp.Commands, CommandToProto(c))
 	}
 	if s.Relay != nil {
 		s.Relay.Notify(dev)

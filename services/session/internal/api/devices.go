@@ -240,10 +240,6 @@ func (s *Devices) UpdateDevice(ctx context.Context, req *devicev1.UpdateDeviceRe
 	if !ok {
 		return nil, invalid("device.etag", "not an etag this service issued")
 	}
-	cur, err := s.St.GetDevice(ctx, d.DeviceId)
-	if err != nil {
-		return nil, storeErr(err, "device "+d.DeviceId, nil)
-	}
 	upd, err := account(d, "device", false)
 	if err != nil {
 		return nil, err
@@ -252,12 +248,45 @@ func (s *Devices) UpdateDevice(ctx context.Context, req *devicev1.UpdateDeviceRe
 	if len(paths) == 0 {
 		paths = []string{"client_auth", "server_auth", "server_id", "msisdn", "labels"}
 	}
+	// The fields outside the mask come from a read of the device, and the store writes only
+	// if the device is still as read (compare-and-set on the etag read), so no concurrent
+	// change is overwritten. With an etag the caller asked for exactly that version; without
+	// one, a conflict means another update came in between: merge again onto it.
+	var got *store.Device
+	for attempt := 0; ; attempt++ {
+		cur, err := s.St.GetDevice(ctx, d.DeviceId)
+		if err != nil {
+			return nil, storeErr(err, "device "+d.DeviceId, map[string]string{"device_id": d.DeviceId})
+		}
+		if etag != 0 && cur.Etag != etag {
+			return nil, storeErr(store.ErrConflict, "device "+d.DeviceId, map[string]string{"device_id": d.DeviceId})
+		}
+		nd, err := mergeUpdate(cur, upd, paths)
+		if err != nil {
+			return nil, err
+		}
+		got, err = s.St.UpdateDevice(ctx, cur, nd, s.Now())
+		if err == nil {
+			break
+		}
+		if etag != 0 || !errors.Is(err, store.ErrConflict) || attempt == 2 {
+			return nil, storeErr(err, "device "+d.DeviceId, map[string]string{"device_id": d.DeviceId})
+		}
+	}
+	if err := s.changed(ctx, got.Account.DeviceID, got.Labels, got.Account.MSISDN, false); err != nil {
+		return nil, storeErr(err, "device event of "+d.DeviceId, nil)
+	}
+	return &devicev1.UpdateDeviceResponse{Device: deviceToProto(got)}, nil
+}
+
+// mergeUpdate is cur with the fields named in paths taken from upd.
+func mergeUpdate(cur *store.Device, upd store.NewDevice, paths []string) (store.NewDevice, error) {
 	nd := store.NewDevice{Account: cur.Account, Labels: cur.Labels, RequestID: cur.RequestID, ServerBasicCred: cur.Account.ServerBasicCred}
 	for _, p := range paths {
 		switch p {
 		case "client_auth":
 			if upd.Account.ClientAuth == "" {
-				return nil, invalid("device.client_auth.type", "required when client_auth is updated")
+				return nd, invalid("device.client_auth.type", "required when client_auth is updated")
 			}
 			nd.Account.ClientAuth, nd.Account.ClientName, nd.Account.ClientKey = upd.Account.ClientAuth, upd.Account.ClientName, upd.Account.ClientKey
 		case "server_auth":
@@ -270,41 +299,23 @@ func (s *Devices) UpdateDevice(ctx context.Context, req *devicev1.UpdateDeviceRe
 		case "labels":
 			nd.Labels = upd.Labels
 		default:
-			return nil, invalid("update_mask", "unknown or immutable field "+p)
+			return nd, invalid("update_mask", "unknown or immutable field "+p)
 		}
 	}
-	if _, err := s.St.UpdateDevice(ctx, nd, etag, s.Now()); err != nil {
-		return nil, storeErr(err, "device "+d.DeviceId, map[string]string{"device_id": d.DeviceId})
-	}
-	got, err := s.St.GetDevice(ctx, d.DeviceId)
-	if err != nil {
-		return nil, storeErr(err, "device "+d.DeviceId, nil)
-	}
-	if err := s.changed(ctx, got.Account.DeviceID, got.Labels, got.Account.MSISDN, false); err != nil {
-		return nil, storeErr(err, "device event of "+d.DeviceId, nil)
-	}
-	return &devicev1.UpdateDeviceResponse{Device: deviceToProto(got)}, nil
+	return nd, nil
 }
 
-// DeleteDevice removes a device and its commands.
+// DeleteDevice removes a device and its commands. With an etag, the store compares it in
+// the same atomic step as the delete.
 func (s *Devices) DeleteDevice(ctx context.Context, req *devicev1.DeleteDeviceRequest) (*devicev1.DeleteDeviceResponse, error) {
 	if err := validDeviceID(req.GetDeviceId()); err != nil {
 		return nil, err
 	}
-	if req.GetEtag() != "" {
-		etag, ok := etagInt(req.Etag)
-		if !ok {
-			return nil, invalid("etag", "not an etag this service issued")
-		}
-		cur, err := s.St.GetDevice(ctx, req.DeviceId)
-		if err != nil {
-			return nil, storeErr(err, "device "+req.DeviceId, nil)
-		}
-		if cur.Etag != etag {
-			return nil, storeErr(store.ErrConflict, "device "+req.DeviceId, nil)
-		}
+	etag, ok := etagInt(req.GetEtag())
+	if !ok {
+		return nil, invalid("etag", "not an etag this service issued")
 	}
-	if err := s.St.DeleteDevice(ctx, req.DeviceId); err != nil {
+	if err := s.St.DeleteDevice(ctx, req.DeviceId, etag); err != nil {
 		return nil, storeErr(err, "device "+req.DeviceId, map[string]string{"device_id": req.DeviceId})
 	}
 	if err := s.changed(ctx, req.DeviceId, map[string]string{}, "", true); err != nil {

@@ -168,45 +168,121 @@ func (s *Store) ListCommands(ctx context.Context, deviceID string, after int64, 
 	return cmds, next, err
 }
 
-// cancelScript cancels a command only if its record is exactly what the caller read
-// (compare-and-set): a worker that sent it meanwhile wins.
+// groupScript reads a command for cancelling: its record and, when it belongs to an
+// Atomic/Sequence group, the records of the group's other members still in the device's
+// queue (queued or in flight; finished members have left it and cannot be cancelled). A
+// group is enqueued by one call with consecutive sequence numbers, and a requeued command
+// keeps its number, so the group's members in the queue are adjacent: the walk goes from
+// the command's position to the first command of another group on each side, and reads
+// only the group, never the device's history. It returns id, record pairs: the command
+// first, then the other members in queue order; nothing when the command does not exist.
 //
-//	KEYS: 1 command, 2 queue, 3 outbox; ARGV: 1 old json, 2 new json, 3 id, 4 ttl ms, 5 event
+//	KEYS: 1 queue; ARGV: 1 command prefix, 2 id
+var groupScript = redis.NewScript(`
+local raw = redis.call('GET', ARGV[1] .. ARGV[2])
+if not raw then return {} end
+local out = {ARGV[2], raw}
+local ok, c = pcall(cjson.decode, raw)
+local g = ok and type(c) == 'table' and c.group_id
+if type(g) ~= 'string' or g == '' then return out end
+local rank = redis.call('ZRANK', KEYS[1], ARGV[2])
+if not rank then return out end
+local function walk(step, found)
+  local i = rank + step
+  while i >= 0 do
+    local id = redis.call('ZRANGE', KEYS[1], i, i)[1]
+    if not id then return end
+    local js = redis.call('GET', ARGV[1] .. id)
+    if js then
+      local ok2, m = pcall(cjson.decode, js)
+      if not ok2 or type(m) ~= 'table' or m.group_id ~= g then return end
+      found[#found + 1] = {id, js}
+    end
+    i = i + step
+  end
+end
+local before, after = {}, {}
+walk(-1, before)
+walk(1, after)
+for k = #before, 1, -1 do out[#out + 1] = before[k][1]; out[#out + 1] = before[k][2] end
+for k = 1, #after do out[#out + 1] = after[k][1]; out[#out + 1] = after[k][2] end
+return out
+`)
+
+// cancelScript cancels commands only if every record is exactly what the caller read
+// (compare-and-set): when a worker sent one of them meanwhile, nothing changes.
+//
+//	KEYS: 1 queue, 2 outbox; ARGV: 1 command prefix, 2 ttl ms, 3 n, then per command:
+//	id, old json, new json, event ("" = none)
 var cancelScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
-redis.call('ZREM', KEYS[2], ARGV[3])
-if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[3], ARGV[5]) end
+local n = tonumber(ARGV[3])
+for k = 0, n - 1 do
+  local i = 4 + 4 * k
+  if redis.call('GET', ARGV[1] .. ARGV[i]) ~= ARGV[i + 1] then return 0 end
+end
+for k = 0, n - 1 do
+  local i = 4 + 4 * k
+  redis.call('SET', ARGV[1] .. ARGV[i], ARGV[i + 2], 'PX', ARGV[2])
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  if ARGV[i + 3] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[i + 3]) end
+end
 return 1
 `)
 
-// CancelCommand cancels a queued command. ErrNotQueued if it was already sent or finished.
-// event (may be nil) is appended to the outbox with the change.
-func (s *Store) CancelCommand(ctx context.Context, id string, now time.Time, event func(*engine.Command) []byte) (*engine.Command, error) {
+// CancelCommand cancels a queued command and, when it belongs to an Atomic/Sequence group,
+// the group's other queued members with it, in one atomic step: the group goes to the
+// device as one command, so a session sees all of it queued or none of it. Members already
+// sent or finished are left as they are. It costs two round trips (read the group, apply)
+// however long the device's history. It returns the cancelled commands, the named one
+// first, then the rest in queue order. ErrNotQueued (with the command) if the named one was
+// already sent or finished; nothing is cancelled then. event (may be nil) builds the event
+// appended to the outbox with each cancelled command.
+func (s *Store) CancelCommand(ctx context.Context, id string, now time.Time, event func(*engine.Command) []byte) ([]*engine.Command, error) {
+	dev, ok := CommandDevice(id)
+	if !ok {
+		return nil, ErrNotFound
+	}
 	for attempt := 0; attempt < 3; attempt++ {
-		c, raw, err := s.GetCommand(ctx, id)
+		recs, err := groupScript.Run(ctx, s.rdb, []string{s.queueKey(dev)}, s.cmdPrefix(dev), id).StringSlice()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("cancel command %s: %w", id, err)
 		}
-		if c.State != engine.StateQueued {
-			return c, ErrNotQueued
+		if len(recs) == 0 {
+			return nil, ErrNotFound
 		}
-		c.State, c.Updated = engine.StateCancelled, now
-		b, err := json.Marshal(c)
-		if err != nil {
-			return nil, fmt.Errorf("encode command %s: %w", id, err)
+		args := []any{s.cmdPrefix(dev), s.opt.CommandTTL.Milliseconds(), 0}
+		var out []*engine.Command
+		for i := 0; i+1 < len(recs); i += 2 {
+			var c engine.Command
+			if err := json.Unmarshal([]byte(recs[i+1]), &c); err != nil {
+				return nil, fmt.Errorf("decode command %s: %w", recs[i], err)
+			}
+			if c.State != engine.StateQueued {
+				if i == 0 {
+					return []*engine.Command{&c}, ErrNotQueued
+				}
+				continue // sent: the device has it already, as before
+			}
+			c.State, c.Updated = engine.StateCancelled, now
+			b, err := json.Marshal(&c)
+			if err != nil {
+				return nil, fmt.Errorf("encode command %s: %w", c.ID, err)
+			}
+			var ev []byte
+			if event != nil {
+				ev = event(&c)
+			}
+			args = append(args, recs[i], recs[i+1], string(b), ev)
+			out = append(out, &c)
 		}
-		var ev []byte
-		if event != nil {
-			ev = event(c)
-		}
-		keys := []string{s.cmdPrefix(c.DeviceID) + id, s.queueKey(c.DeviceID), s.outboxKey(c.DeviceID)}
-		ok, err := cancelScript.Run(ctx, s.rdb, keys, raw, string(b), id, s.opt.CommandTTL.Milliseconds(), ev).Int()
+		args[2] = len(out)
+		keys := []string{s.queueKey(dev), s.outboxKey(dev)}
+		ok, err := cancelScript.Run(ctx, s.rdb, keys, args...).Int()
 		if err != nil {
 			return nil, fmt.Errorf("cancel command %s: %w", id, err)
 		}
 		if ok == 1 {
-			return c, nil
+			return out, nil
 		}
 	}
 	return nil, ErrConflict

@@ -22,27 +22,36 @@ redis.call('HSET', KEYS[1], 'data', ARGV[1], 'cn', ARGV[2], 'etag', 1)
 return 1
 `)
 
-// updateScript replaces the account data if its etag matches (0 = any).
+// updateScript replaces the account data if its etag matches (0 = any) and returns what
+// the account holds then besides the data: {1, client nonce, server nonce, new etag}; {-1}
+// when there is no account, {0} when the etag differs.
 //
 //	KEYS: 1 acct; ARGV: 1 data json, 2 expected etag
 var updateScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local cur = tonumber(redis.call('HGET', KEYS[1], 'etag') or '0')
-if tonumber(ARGV[2]) ~= 0 and cur ~= tonumber(ARGV[2]) then return 0 end
+if tonumber(ARGV[2]) ~= 0 and cur ~= tonumber(ARGV[2]) then return {0} end
 redis.call('HSET', KEYS[1], 'data', ARGV[1], 'etag', cur + 1)
-return cur + 1
+local nonces = redis.call('HMGET', KEYS[1], 'cn', 'sn')
+return {1, nonces[1], nonces[2], cur + 1}
 `)
 
-// deleteScript removes a device's account, queue, sequence and command records.
+// deleteScript removes a device's account, queue, sequence and command records if the
+// account's etag matches (0 = any): the comparison and the delete are one step, so an
+// update in between cannot be lost. It returns {1, account data} (the caller unindexes the
+// labels in it), {0} when there is no account, {-1} when the etag differs.
 //
-//	KEYS: 1 acct, 2 queue, 3 all-commands index, 4 seq, 5 outbox; ARGV: 1 command prefix
+//	KEYS: 1 acct, 2 queue, 3 all-commands index, 4 seq, 5 outbox; ARGV: 1 command prefix,
+//	2 expected etag
 var deleteScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local acct = redis.call('HMGET', KEYS[1], 'data', 'etag')
+if tonumber(ARGV[2]) ~= 0 and tonumber(acct[2] or '0') ~= tonumber(ARGV[2]) then return {-1} end
 for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
   redis.call('DEL', ARGV[1] .. id)
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-return 1
+return {1, acct[1] or ''}
 `)
 
 func (s *Store) allKey(d string) string { return s.deviceTag(d) + ":all" }
@@ -139,45 +148,67 @@ func (s *Store) deviceFrom(vals []any) (*Device, error) {
 	return d, nil
 }
 
-// UpdateDevice replaces a device's account and labels if etag matches (0 = unconditional).
-// It returns the new etag. Nonces are kept.
-func (s *Store) UpdateDevice(ctx context.Context, d NewDevice, etag int64, now time.Time) (int64, error) {
+// UpdateDevice replaces the account old (as GetDevice returned it) with d and returns the
+// device as stored, with its new etag, so the caller needs no second read. It is a
+// compare-and-set on old.Etag: a caller that built d from old (merging the fields it
+// changes) never writes back a stale copy of the others. ErrConflict when the account
+// changed after old was read, ErrNotFound when it is gone. Nonces are kept; the creation
+// time is old's.
+func (s *Store) UpdateDevice(ctx context.Context, old *Device, d NewDevice, now time.Time) (*Device, error) {
 	id := d.Account.DeviceID
-	old, err := s.GetDevice(ctx, id)
-	if err != nil {
-		return 0, err
-	}
 	data, err := s.encodeAccount(d, old.Created, now)
 	if err != nil {
-		return 0, fmt.Errorf("update device %s: %w", id, err)
+		return nil, fmt.Errorf("update device %s: %w", id, err)
 	}
-	n, err := updateScript.Run(ctx, s.rdb, []string{s.acctKey(id)}, data, etag).Int64()
+	res, err := updateScript.Run(ctx, s.rdb, []string{s.acctKey(id)}, data, old.Etag).Slice()
 	if err != nil {
-		return 0, fmt.Errorf("update device %s: %w", id, err)
+		return nil, fmt.Errorf("update device %s: %w", id, err)
 	}
-	switch n {
-	case -1:
-		return 0, ErrNotFound
-	case 0:
-		return 0, ErrConflict
+	if len(res) == 0 {
+		return nil, fmt.Errorf("update device %s: script returned nothing", id)
 	}
-	return n, s.index(ctx, id, old.Labels, d.Labels)
+	switch code, _ := res[0].(int64); {
+	case code == -1:
+		return nil, ErrNotFound
+	case code == 0:
+		return nil, ErrConflict
+	case len(res) != 4:
+		return nil, fmt.Errorf("update device %s: script returned %d values", id, len(res))
+	}
+	cn, _ := res[1].(string)
+	sn, _ := res[2].(string)
+	got, err := s.decodeAccount(data, cn, sn)
+	if err != nil {
+		return nil, err
+	}
+	got.Etag, _ = res[3].(int64)
+	// The etag matched, so the labels replaced are old's.
+	return got, s.index(ctx, id, old.Labels, d.Labels)
 }
 
-// DeleteDevice removes a device and its commands.
-func (s *Store) DeleteDevice(ctx context.Context, id string) error {
-	old, err := s.GetDevice(ctx, id)
-	if err != nil {
-		return err
-	}
+// DeleteDevice removes a device and its commands if its etag is etag (0 = whatever it is):
+// ErrConflict when it differs, ErrNotFound when there is no such device.
+func (s *Store) DeleteDevice(ctx context.Context, id string, etag int64) error {
 	keys := []string{s.acctKey(id), s.queueKey(id), s.allKey(id), s.seqKey(id), s.outboxKey(id)}
-	n, err := deleteScript.Run(ctx, s.rdb, keys, s.cmdPrefix(id)).Int()
+	res, err := deleteScript.Run(ctx, s.rdb, keys, s.cmdPrefix(id), etag).Slice()
 	if err != nil {
 		return fmt.Errorf("delete device %s: %w", id, err)
 	}
-	if n == 0 {
-		return ErrNotFound
+	if len(res) == 0 {
+		return fmt.Errorf("delete device %s: script returned nothing", id)
 	}
+	switch code, _ := res[0].(int64); {
+	case code == 0:
+		return ErrNotFound
+	case code == -1:
+		return ErrConflict
+	case len(res) != 2:
+		return fmt.Errorf("delete device %s: script returned %d values", id, len(res))
+	}
+	// Only the labels are needed, so the sealed credential is not opened.
+	var old storedAccount
+	data, _ := res[1].(string)
+	decodeErr := json.Unmarshal([]byte(data), &old)
 	pipe := s.rdb.Pipeline()
 	pipe.ZRem(ctx, s.devicesKey(), id)
 	for k, v := range old.Labels {
@@ -185,6 +216,9 @@ func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("unindex device %s: %w", id, err)
+	}
+	if decodeErr != nil {
+		return fmt.Errorf("unindex device %s: labels of the deleted account: %w", id, decodeErr)
 	}
 	return nil
 }

@@ -130,23 +130,25 @@ func testDevices(t *testing.T, s *Store) {
 	}
 	// Update with a stale etag conflicts; with the right one it moves the label index.
 	d, _ = s.GetDevice(ctx, "IMEI:01")
-	if _, err := s.UpdateDevice(ctx, NewDevice{Account: d.Account, Labels: map[string]string{"fleet": "a"}}, d.Etag+5, now); !errors.Is(err, ErrConflict) {
+	stale := *d
+	stale.Etag += 5
+	if _, err := s.UpdateDevice(ctx, &stale, NewDevice{Account: d.Account, Labels: map[string]string{"fleet": "a"}}, now); !errors.Is(err, ErrConflict) {
 		t.Fatalf("stale etag: %v", err)
 	}
-	if _, err := s.UpdateDevice(ctx, NewDevice{Account: d.Account, Labels: map[string]string{"fleet": "a"}}, d.Etag, now); err != nil {
+	if _, err := s.UpdateDevice(ctx, d, NewDevice{Account: d.Account, Labels: map[string]string{"fleet": "a"}}, now); err != nil {
 		t.Fatal(err)
 	}
 	fleetB, _, _ = s.ListDevices(ctx, "fleet", "b", "", 10)
 	if len(fleetB) != 1 {
 		t.Fatalf("after relabel fleet=b has %d devices", len(fleetB))
 	}
-	if err := s.DeleteDevice(ctx, "IMEI:03"); err != nil {
+	if err := s.DeleteDevice(ctx, "IMEI:03", 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.GetDevice(ctx, "IMEI:03"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleted device: %v", err)
 	}
-	if err := s.DeleteDevice(ctx, "IMEI:03"); !errors.Is(err, ErrNotFound) {
+	if err := s.DeleteDevice(ctx, "IMEI:03", 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("delete twice: %v", err)
 	}
 }
@@ -191,9 +193,9 @@ func testQueue(t *testing.T, s *Store) {
 	if len(st.Queue) != 3 || st.Queue[0].Op.TargetURI != "./A/1" || st.Queue[2].Op.TargetURI != "./A/4" {
 		t.Fatalf("queue order wrong: %+v", st.Queue)
 	}
-	c, err := s.CancelCommand(ctx, first[1].ID, time.Now(), nil)
-	if err != nil || c.State != engine.StateCancelled {
-		t.Fatalf("cancel: %v %+v", err, c)
+	cs, err := s.CancelCommand(ctx, first[1].ID, time.Now(), nil)
+	if err != nil || len(cs) != 1 || cs[0].State != engine.StateCancelled {
+		t.Fatalf("cancel: %v %+v", err, cs)
 	}
 	if _, err := s.CancelCommand(ctx, first[1].ID, time.Now(), nil); !errors.Is(err, ErrNotQueued) {
 		t.Fatalf("cancel twice: %v", err)
