@@ -195,6 +195,17 @@ func TestOneConnectedTrace(t *testing.T) {
 			}
 		}
 	}
+	// Latency histograms are in seconds with sub-second buckets (the SDK's default buckets
+	// put every message below 5 s in one).
+	for _, series := range []string{`dmgrid_gateway_message_duration_seconds_bucket{`, `dmgrid_redis_duration_seconds_bucket{`, `dmgrid_nats_publish_duration_seconds_bucket{`} {
+		found := false
+		for _, l := range strings.Split(gm+sm, "\n") {
+			found = found || strings.HasPrefix(l, series) && strings.Contains(l, `le="0.005"`)
+		}
+		if !found {
+			t.Errorf("%s has no 5 ms bucket", strings.TrimSuffix(series, "{"))
+		}
+	}
 	for _, series := range []string{"dmgrid_gateway_messages_total", "dmgrid_gateway_message_duration_seconds_bucket", "rpc_client_"} {
 		if !strings.Contains(gm, series) {
 			t.Errorf("gateway /metrics lacks %s", series)

@@ -12,6 +12,11 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+// LatencySeconds are the bucket boundaries of every latency histogram (unit s): 100 µs to
+// 10 s. The SDK's default boundaries (0, 5, 10, 25, … 10000) suit milliseconds; in seconds
+// they would put every message, command and publish in the first bucket.
+var LatencySeconds = metric.WithExplicitBucketBoundaries(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
 // RedisHook traces every Redis command and pipeline as a client span and records its
 // latency (dmgrid_redis_duration_seconds).
 type RedisHook struct {
@@ -23,7 +28,7 @@ type RedisHook struct {
 // NewRedisHook returns the hook; add it with client.AddHook.
 func NewRedisHook(t *Telemetry) *RedisHook {
 	m := t.Meters.Meter("dmgrid/redis")
-	dur, _ := m.Float64Histogram("dmgrid_redis_duration_seconds", metric.WithDescription("Redis command and pipeline latency"), metric.WithUnit("s"))
+	dur, _ := m.Float64Histogram("dmgrid_redis_duration_seconds", metric.WithDescription("Redis command and pipeline latency"), metric.WithUnit("s"), LatencySeconds)
 	return &RedisHook{tracer: t.Tracers.Tracer("dmgrid/redis"), dur: dur}
 }
 

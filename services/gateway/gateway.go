@@ -160,7 +160,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	g.tracer = g.tel.Tracers.Tracer("dmgrid/gateway")
 	meter := g.tel.Meters.Meter("dmgrid/gateway")
 	g.messages, _ = meter.Int64Counter("dmgrid_gateway_messages_total", metric.WithDescription("device messages, by encoding and HTTP status"))
-	g.duration, _ = meter.Float64Histogram("dmgrid_gateway_message_duration_seconds", metric.WithDescription("time from request to reply"), metric.WithUnit("s"))
+	g.duration, _ = meter.Float64Histogram("dmgrid_gateway_message_duration_seconds", metric.WithDescription("time from request to reply"), metric.WithUnit("s"), telemetry.LatencySeconds)
 
 	target, opts := dialTarget(cfg.SessionAddr)
 	opts = append(opts,

@@ -211,7 +211,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		}
 		meter := s.tel.Meters.Meter("dmgrid/outbox")
 		published, _ := meter.Int64Counter("dmgrid_outbox_published_total", metric.WithDescription("events published to JetStream"))
-		latency, _ := meter.Float64Histogram("dmgrid_nats_publish_duration_seconds", metric.WithDescription("JetStream publish latency"), metric.WithUnit("s"))
+		latency, _ := meter.Float64Histogram("dmgrid_nats_publish_duration_seconds", metric.WithDescription("JetStream publish latency"), metric.WithUnit("s"), telemetry.LatencySeconds)
 		s.relay = outbox.New(s.st, js, log, outbox.Config{ScanInterval: cfg.OutboxScan, Linger: cfg.OutboxLinger,
 			Tracer: s.tel.Tracers.Tracer("dmgrid/outbox"), Propagator: s.tel.Propagator,
 			PublishedCounter: published, PublishLatency: latency})
