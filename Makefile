@@ -122,6 +122,22 @@ helm-lint: $(HELM_BIN) ## helm lint --strict and helm template the chart (defaul
 	$(HELM_BIN) template dmgrid $(HELM_CHART) --kube-version $(HELM_KUBE_VERSION) -f $(HELM_CHART)/examples/production-values.yaml >/dev/null
 	cd deploy/helm/chartcheck && HELM='$(abspath $(HELM_BIN))' HELM_VERSION=$(HELM_VERSION) KUBE_VERSION=$(HELM_KUBE_VERSION) $(GO) test -count=1 ./...
 
+# image: the Dockerfile's image for this machine's platform with its default bases (golang,
+# gcr.io/distroless/static-debian12:nonroot), so it needs a registry. image-offline builds the
+# same Dockerfile where none is reachable: tools/image/build-offline.sh installs Debian's
+# docker.io if needed, starts dockerd, makes equivalent bases from Debian packages and the
+# host's Go, builds, and smoke-tests the image (SOURCE_REF=HEAD builds the last commit).
+IMAGE  ?= dmgrid:dev
+DOCKER ?= docker
+
+.PHONY: image
+image: ## docker build the image IMAGE (default dmgrid:dev) with its default bases (needs a registry)
+	DOCKER_BUILDKIT=1 $(DOCKER) build --build-arg VERSION=$$(git describe --tags --always --dirty 2>/dev/null || echo dev) -t $(IMAGE) .
+
+.PHONY: image-offline
+image-offline: ## build IMAGE without a registry (bases from Debian packages and the host's Go), then smoke-test it
+	IMAGE='$(IMAGE)' bash tools/image/build-offline.sh
+
 .PHONY: clean
 clean: ## remove build output
 	rm -rf bin
