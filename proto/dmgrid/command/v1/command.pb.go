@@ -175,7 +175,8 @@ const (
 	Command_STATE_SENT Command_State = 2
 	// The device reported success (a 2xx status).
 	Command_STATE_COMPLETED Command_State = 3
-	// The device reported failure (status_code), or the server gave up (error).
+	// The device reported failure (status_code), or the server gave up (error), for example
+	// when the command's device was deleted while the command was SENT.
 	Command_STATE_FAILED Command_State = 4
 	// Cancelled by CancelCommand or DeleteDevice before it was sent.
 	Command_STATE_CANCELLED Command_State = 5

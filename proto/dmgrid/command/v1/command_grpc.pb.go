@@ -46,9 +46,13 @@ type CommandServiceClient interface {
 	// or Sequence group, and optionally asks for the device to be woken (Package 0) so that it
 	// opens a session. Idempotent with request_id.
 	EnqueueCommands(ctx context.Context, in *EnqueueCommandsRequest, opts ...grpc.CallOption) (*EnqueueCommandsResponse, error)
-	// GetCommand returns one command with its current state and results.
+	// GetCommand returns one command with its current state and results. The commands of a
+	// deleted device stay readable, in the final state the deletion left them in, for the
+	// retention period of finished commands.
 	GetCommand(ctx context.Context, in *GetCommandRequest, opts ...grpc.CallOption) (*GetCommandResponse, error)
 	// ListCommands returns a device's commands in queue order (oldest first), a page at a time.
+	// NOT_FOUND for a device that does not exist (or was deleted: its commands are then read
+	// with GetCommand).
 	ListCommands(ctx context.Context, in *ListCommandsRequest, opts ...grpc.CallOption) (*ListCommandsResponse, error)
 	// CancelCommand cancels a command that is still QUEUED; any other state fails with
 	// FAILED_PRECONDITION. A command of an ATOMIC or SEQUENCE group is sent as one element with
@@ -139,9 +143,13 @@ type CommandServiceServer interface {
 	// or Sequence group, and optionally asks for the device to be woken (Package 0) so that it
 	// opens a session. Idempotent with request_id.
 	EnqueueCommands(context.Context, *EnqueueCommandsRequest) (*EnqueueCommandsResponse, error)
-	// GetCommand returns one command with its current state and results.
+	// GetCommand returns one command with its current state and results. The commands of a
+	// deleted device stay readable, in the final state the deletion left them in, for the
+	// retention period of finished commands.
 	GetCommand(context.Context, *GetCommandRequest) (*GetCommandResponse, error)
 	// ListCommands returns a device's commands in queue order (oldest first), a page at a time.
+	// NOT_FOUND for a device that does not exist (or was deleted: its commands are then read
+	// with GetCommand).
 	ListCommands(context.Context, *ListCommandsRequest) (*ListCommandsResponse, error)
 	// CancelCommand cancels a command that is still QUEUED; any other state fails with
 	// FAILED_PRECONDITION. A command of an ATOMIC or SEQUENCE group is sent as one element with

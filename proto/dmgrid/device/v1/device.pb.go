@@ -618,9 +618,9 @@ type UpdateDeviceRequest struct {
 	// values, etag (optional) guards against a concurrent change.
 	Device *Device `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
 	// REQUIRED. The fields to replace: any of client_auth, server_auth, server_id, msisdn and
-	// labels, or "*" for all of them. client_auth, server_auth and labels are replaced whole
-	// (sub-paths are rejected). A path naming an output-only or immutable field is
-	// INVALID_ARGUMENT.
+	// labels, or "*" for all of them ("*" must be the only path; with others it is
+	// INVALID_ARGUMENT). client_auth, server_auth and labels are replaced whole (sub-paths are
+	// rejected). A path naming an output-only or immutable field is INVALID_ARGUMENT.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

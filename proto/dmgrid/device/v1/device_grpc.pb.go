@@ -53,6 +53,15 @@ type DeviceServiceClient interface {
 	UpdateDevice(ctx context.Context, in *UpdateDeviceRequest, opts ...grpc.CallOption) (*UpdateDeviceResponse, error)
 	// DeleteDevice removes a device, its session state and its queued commands (which become
 	// CANCELLED). A device that is in a session sees the session end at its next message.
+	// Commands already sent to the device and not yet answered become FAILED with error set:
+	// their answer can no longer arrive (an unanswered command the server will not send again
+	// fails the same way after an aborted session). Commands that had finished keep their
+	// state. Each cancelled or failed command is reported by a command_state_changed event, in
+	// queue order, followed by the device_changed event of the deletion; they are recorded in
+	// the same atomic step as the delete. The command records are kept for the retention
+	// period of finished commands, so CommandService.GetCommand still returns them;
+	// ListCommands and EnqueueCommands for the deleted device are NOT_FOUND, and a device
+	// created again with the same device_id starts without commands.
 	DeleteDevice(ctx context.Context, in *DeleteDeviceRequest, opts ...grpc.CallOption) (*DeleteDeviceResponse, error)
 }
 
@@ -131,6 +140,15 @@ type DeviceServiceServer interface {
 	UpdateDevice(context.Context, *UpdateDeviceRequest) (*UpdateDeviceResponse, error)
 	// DeleteDevice removes a device, its session state and its queued commands (which become
 	// CANCELLED). A device that is in a session sees the session end at its next message.
+	// Commands already sent to the device and not yet answered become FAILED with error set:
+	// their answer can no longer arrive (an unanswered command the server will not send again
+	// fails the same way after an aborted session). Commands that had finished keep their
+	// state. Each cancelled or failed command is reported by a command_state_changed event, in
+	// queue order, followed by the device_changed event of the deletion; they are recorded in
+	// the same atomic step as the delete. The command records are kept for the retention
+	// period of finished commands, so CommandService.GetCommand still returns them;
+	// ListCommands and EnqueueCommands for the deleted device are NOT_FOUND, and a device
+	// created again with the same device_id starts without commands.
 	DeleteDevice(context.Context, *DeleteDeviceRequest) (*DeleteDeviceResponse, error)
 	mustEmbedUnimplementedDeviceServiceServer()
 }

@@ -53,7 +53,12 @@ func randomHex(n int) string {
 }
 
 func (s *Commands) event(ctx context.Context, c *engine.Command, now time.Time) ([]byte, error) {
-	return frame(ctx, s.Propagator, eventToProto(engine.Event{Kind: engine.EventCommandStateChanged, Command: c}, c.DeviceID, now))
+	return commandEvent(ctx, s.Propagator, c, now)
+}
+
+// commandEvent builds the command_state_changed event of a change made through the API.
+func commandEvent(ctx context.Context, p propagation.TextMapPropagator, c *engine.Command, now time.Time) ([]byte, error) {
+	return frame(ctx, p, eventToProto(engine.Event{Kind: engine.EventCommandStateChanged, Command: c}, c.DeviceID, now))
 }
 
 // EnqueueCommands validates and queues operations for a device.

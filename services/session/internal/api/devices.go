@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
@@ -33,8 +35,7 @@ type Devices struct {
 // outbox, so the inventory keeps labels without reading accounts. A failure is returned: the
 // account change itself has been stored, and the caller may retry the same update.
 func (s *Devices) changed(ctx context.Context, id string, labels map[string]string, msisdn string, deleted bool) error {
-	b, err := frame(ctx, s.Propagator, &eventsv1.Event{DeviceId: id, Time: timestamppb.New(s.Now()),
-		Payload: &eventsv1.Event_DeviceChanged{DeviceChanged: &eventsv1.DeviceChanged{Labels: labels, Msisdn: msisdn, Deleted: deleted}}})
+	b, err := s.changedEvent(ctx, id, labels, msisdn, deleted)
 	if err != nil {
 		return err
 	}
@@ -45,6 +46,12 @@ func (s *Devices) changed(ctx context.Context, id string, labels map[string]stri
 		s.Relay.Notify(id)
 	}
 	return nil
+}
+
+// changedEvent builds a device_changed event.
+func (s *Devices) changedEvent(ctx context.Context, id string, labels map[string]string, msisdn string, deleted bool) ([]byte, error) {
+	return frame(ctx, s.Propagator, &eventsv1.Event{DeviceId: id, Time: timestamppb.New(s.Now()),
+		Payload: &eventsv1.Event_DeviceChanged{DeviceChanged: &eventsv1.DeviceChanged{Labels: labels, Msisdn: msisdn, Deleted: deleted}}})
 }
 
 var (
@@ -227,7 +234,8 @@ outer:
 	return resp, nil
 }
 
-// UpdateDevice changes the fields named in update_mask (all settable fields when empty).
+// UpdateDevice changes the fields named in update_mask (all settable fields when it is
+// empty or "*").
 func (s *Devices) UpdateDevice(ctx context.Context, req *devicev1.UpdateDeviceRequest) (*devicev1.UpdateDeviceResponse, error) {
 	d := req.GetDevice()
 	if d == nil {
@@ -245,8 +253,15 @@ func (s *Devices) UpdateDevice(ctx context.Context, req *devicev1.UpdateDeviceRe
 		return nil, err
 	}
 	paths := req.GetUpdateMask().GetPaths()
-	if len(paths) == 0 {
-		paths = []string{"client_auth", "server_auth", "server_id", "msisdn", "labels"}
+	switch {
+	case len(paths) == 0:
+		paths = settableFields
+	case slices.Contains(paths, "*"):
+		// "*" is a full replacement (AIP-134); with other paths it is ambiguous.
+		if len(paths) != 1 {
+			return nil, invalid("update_mask", `"*" must be the only path`)
+		}
+		paths = settableFields
 	}
 	// The fields outside the mask come from a read of the device, and the store writes only
 	// if the device is still as read (compare-and-set on the etag read), so no concurrent
@@ -279,6 +294,9 @@ func (s *Devices) UpdateDevice(ctx context.Context, req *devicev1.UpdateDeviceRe
 	return &devicev1.UpdateDeviceResponse{Device: deviceToProto(got)}, nil
 }
 
+// settableFields are the fields UpdateDevice replaces for an empty update_mask or "*".
+var settableFields = []string{"client_auth", "server_auth", "server_id", "msisdn", "labels"}
+
 // mergeUpdate is cur with the fields named in paths taken from upd.
 func mergeUpdate(cur *store.Device, upd store.NewDevice, paths []string) (store.NewDevice, error) {
 	nd := store.NewDevice{Account: cur.Account, Labels: cur.Labels, RequestID: cur.RequestID, ServerBasicCred: cur.Account.ServerBasicCred}
@@ -305,8 +323,10 @@ func mergeUpdate(cur *store.Device, upd store.NewDevice, paths []string) (store.
 	return nd, nil
 }
 
-// DeleteDevice removes a device and its commands. With an etag, the store compares it in
-// the same atomic step as the delete.
+// DeleteDevice removes a device. Its queued commands become CANCELLED and its in-flight
+// ones FAILED, each with a command_state_changed event, then the device_changed(deleted)
+// event: the store appends them all to the outbox in the delete's atomic step, which also
+// compares the etag. Three Redis round trips (store.DeleteDevice).
 func (s *Devices) DeleteDevice(ctx context.Context, req *devicev1.DeleteDeviceRequest) (*devicev1.DeleteDeviceResponse, error) {
 	if err := validDeviceID(req.GetDeviceId()); err != nil {
 		return nil, err
@@ -315,11 +335,17 @@ func (s *Devices) DeleteDevice(ctx context.Context, req *devicev1.DeleteDeviceRe
 	if !ok {
 		return nil, invalid("etag", "not an etag this service issued")
 	}
-	if err := s.St.DeleteDevice(ctx, req.DeviceId, etag); err != nil {
+	now := s.Now()
+	deleted, err := s.changedEvent(ctx, req.DeviceId, map[string]string{}, "", true)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "encode event: %v", err)
+	}
+	ev := func(c *engine.Command) []byte { b, _ := commandEvent(ctx, s.Propagator, c, now); return b } // marshalling our own event cannot fail
+	if err := s.St.DeleteDevice(ctx, req.DeviceId, etag, now, ev, deleted); err != nil {
 		return nil, storeErr(err, "device "+req.DeviceId, map[string]string{"device_id": req.DeviceId})
 	}
-	if err := s.changed(ctx, req.DeviceId, map[string]string{}, "", true); err != nil {
-		return nil, storeErr(err, "device event of "+req.DeviceId, nil)
+	if s.Relay != nil {
+		s.Relay.Notify(req.DeviceId)
 	}
 	return &devicev1.DeleteDeviceResponse{}, nil
 }

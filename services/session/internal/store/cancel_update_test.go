@@ -80,7 +80,7 @@ func testUpdateReturnsStored(t *testing.T, s *Store) {
 }
 
 // testDeleteEtag: the etag is compared by the delete itself; a refused delete leaves the
-// device, its commands and its index entries.
+// device, its commands and its index entries; a delete cancels the queued command.
 func testDeleteEtag(t *testing.T, s *Store) {
 	ctx := context.Background()
 	now := time.Unix(1_800_000_000, 0).UTC()
@@ -92,7 +92,7 @@ func testDeleteEtag(t *testing.T, s *Store) {
 		t.Fatal(err)
 	}
 	d, _ := s.GetDevice(ctx, id)
-	if err := s.DeleteDevice(ctx, id, d.Etag+1); !errors.Is(err, ErrConflict) {
+	if err := s.DeleteDevice(ctx, id, d.Etag+1, now, nil, nil); !errors.Is(err, ErrConflict) {
 		t.Fatalf("delete with a wrong etag: %v", err)
 	}
 	if _, err := s.GetDevice(ctx, id); err != nil {
@@ -104,21 +104,22 @@ func testDeleteEtag(t *testing.T, s *Store) {
 	if x, _, _ := s.ListDevices(ctx, "fleet", "x", "", 10); len(x) != 1 {
 		t.Fatalf("label index after a refused delete: %d devices", len(x))
 	}
-	if err := s.DeleteDevice(ctx, id, d.Etag); err != nil {
+	if err := s.DeleteDevice(ctx, id, d.Etag, now, nil, nil); err != nil {
 		t.Fatalf("delete with the current etag: %v", err)
 	}
 	if _, err := s.GetDevice(ctx, id); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleted device: %v", err)
 	}
-	if _, _, err := s.GetCommand(ctx, NewCommandID(id, "1")); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("command of a deleted device: %v", err)
+	// The queued command is cancelled, its record kept (DeviceService.DeleteDevice).
+	if c, _, err := s.GetCommand(ctx, NewCommandID(id, "1")); err != nil || c.State != engine.StateCancelled {
+		t.Fatalf("command of a deleted device: %v %+v", err, c)
 	}
 	for _, key := range []string{s.devicesKey(), s.labelKey("fleet", "x")} {
 		if n, err := s.rdb.ZCard(ctx, key).Result(); err != nil || n != 0 {
 			t.Fatalf("%s still has %d members (%v)", key, n, err)
 		}
 	}
-	if err := s.DeleteDevice(ctx, id, d.Etag); !errors.Is(err, ErrNotFound) {
+	if err := s.DeleteDevice(ctx, id, d.Etag, now, nil, nil); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("delete of a missing device with an etag: %v", err)
 	}
 }

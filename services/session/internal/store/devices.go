@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -36,20 +37,54 @@ local nonces = redis.call('HMGET', KEYS[1], 'cn', 'sn')
 return {1, nonces[1], nonces[2], cur + 1}
 `)
 
-// deleteScript removes a device's account, queue, sequence and command records if the
-// account's etag matches (0 = any): the comparison and the delete are one step, so an
-// update in between cannot be lost. It returns {1, account data} (the caller unindexes the
-// labels in it), {0} when there is no account, {-1} when the etag differs.
+// deleteReadScript reads what a delete changes besides the account: the records of the
+// commands in the device's queue (queued and in flight), in queue order. It returns
+// {etag, id, record, id, record, ...} (record "" when it is gone), or nothing when there
+// is no account.
 //
-//	KEYS: 1 acct, 2 queue, 3 all-commands index, 4 seq, 5 outbox; ARGV: 1 command prefix,
-//	2 expected etag
+//	KEYS: 1 acct, 2 queue; ARGV: 1 command prefix
+var deleteReadScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local out = {redis.call('HGET', KEYS[1], 'etag') or '0'}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('GET', ARGV[1] .. id) or ''
+end
+return out
+`)
+
+// deleteScript removes a device's account, queue, listing index and sequence if the
+// account's etag matches (0 = any) and the queue is still exactly what the caller read:
+// the same members, each record byte for byte as read (compare-and-set; a session that
+// sent or answered one, a cancel or an enqueue in between makes it change nothing). It
+// then rewrites each queued command's record with its final state (expiring like every
+// finished record) and appends the events, the outbox being kept for the relay. Records of
+// commands that had already finished are not touched. It returns {1, account data} (the
+// caller unindexes the labels in it), {0} when there is no account, {-1} when the etag
+// differs, {-2} when the queue changed.
+//
+//	KEYS: 1 acct, 2 queue, 3 all-commands index, 4 seq, 5 outbox
+//	ARGV: 1 command prefix, 2 expected etag, 3 command ttl ms, 4 n, then per queued
+//	command: id, record as read, new record ("" = leave), event ("" = none); then the
+//	last event ("" = none)
 var deleteScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
 local acct = redis.call('HMGET', KEYS[1], 'data', 'etag')
 if tonumber(ARGV[2]) ~= 0 and tonumber(acct[2] or '0') ~= tonumber(ARGV[2]) then return {-1} end
-for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-  redis.call('DEL', ARGV[1] .. id)
+local n = tonumber(ARGV[4])
+if redis.call('ZCARD', KEYS[2]) ~= n then return {-2} end
+for k = 0, n - 1 do
+  local i = 5 + 4 * k
+  if not redis.call('ZSCORE', KEYS[2], ARGV[i]) then return {-2} end
+  if (redis.call('GET', ARGV[1] .. ARGV[i]) or '') ~= ARGV[i + 1] then return {-2} end
 end
+for k = 0, n - 1 do
+  local i = 5 + 4 * k
+  if ARGV[i + 2] ~= '' then redis.call('SET', ARGV[1] .. ARGV[i], ARGV[i + 2], 'PX', ARGV[3]) end
+  if ARGV[i + 3] ~= '' then redis.call('RPUSH', KEYS[5], ARGV[i + 3]) end
+end
+local last = ARGV[5 + 4 * n]
+if last ~= '' then redis.call('RPUSH', KEYS[5], last) end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 return {1, acct[1] or ''}
 `)
@@ -186,16 +221,62 @@ func (s *Store) UpdateDevice(ctx context.Context, old *Device, d NewDevice, now 
 	return got, s.index(ctx, id, old.Labels, d.Labels)
 }
 
-// DeleteDevice removes a device and its commands if its etag is etag (0 = whatever it is):
-// ErrConflict when it differs, ErrNotFound when there is no such device.
-func (s *Store) DeleteDevice(ctx context.Context, id string, etag int64) error {
+// deletedInFlight is the error of a command that was in flight when its device was
+// deleted: the session that could have carried its answer is gone.
+const deletedInFlight = "no answer before the device was deleted"
+
+// DeleteDevice removes a device if its etag is etag (0 = whatever it is): ErrConflict when
+// it differs, ErrNotFound when there is no such device. In the same atomic step its queued
+// commands become CANCELLED and its in-flight (sent, unanswered) ones FAILED with the error
+// deletedInFlight, as the engine fails an unanswered command it will not send again. event
+// (may be nil) builds the event appended to the outbox for each of them, in queue order,
+// and last (nil = none) is appended after them. Every command record is kept, those changed
+// here expiring CommandTTL later like every finished record (finished ones keep their
+// expiry), so GetCommand still answers for them; the device's queue, listing index and
+// sequence are removed, its outbox is not (the relay still publishes what it holds).
+//
+// It costs three round trips (read the queue, the compare-and-set delete, the listing
+// indexes) whatever the device's history. When the queue changed between the read and the
+// delete (a session sent or answered a command, a command was enqueued or cancelled), it
+// reads again, at most three times in all (seven round trips), then gives up with
+// ErrConflict.
+func (s *Store) DeleteDevice(ctx context.Context, id string, etag int64, now time.Time, event func(*engine.Command) []byte, last []byte) error {
 	keys := []string{s.acctKey(id), s.queueKey(id), s.allKey(id), s.seqKey(id), s.outboxKey(id)}
-	res, err := deleteScript.Run(ctx, s.rdb, keys, s.cmdPrefix(id), etag).Slice()
-	if err != nil {
-		return fmt.Errorf("delete device %s: %w", id, err)
-	}
-	if len(res) == 0 {
-		return fmt.Errorf("delete device %s: script returned nothing", id)
+	var res []any
+	for attempt := 0; ; attempt++ {
+		if attempt == 3 {
+			return fmt.Errorf("delete device %s: queue kept changing: %w", id, ErrConflict)
+		}
+		recs, err := deleteReadScript.Run(ctx, s.rdb, keys[:2], s.cmdPrefix(id)).StringSlice()
+		if err != nil {
+			return fmt.Errorf("delete device %s: %w", id, err)
+		}
+		if len(recs) == 0 {
+			return ErrNotFound
+		}
+		if cur, _ := strconv.ParseInt(recs[0], 10, 64); etag != 0 && cur != etag {
+			return ErrConflict // checked again by the delete itself
+		}
+		args := make([]any, 0, 5+2*len(recs))
+		args = append(args, s.cmdPrefix(id), etag, s.opt.CommandTTL.Milliseconds(), (len(recs)-1)/2)
+		for i := 1; i+1 < len(recs); i += 2 {
+			rec, ev, err := deletedCommand(recs[i], recs[i+1], now, event)
+			if err != nil {
+				return fmt.Errorf("delete device %s: %w", id, err)
+			}
+			args = append(args, recs[i], recs[i+1], rec, ev)
+		}
+		args = append(args, last)
+		res, err = deleteScript.Run(ctx, s.rdb, keys, args...).Slice()
+		if err != nil {
+			return fmt.Errorf("delete device %s: %w", id, err)
+		}
+		if len(res) == 0 {
+			return fmt.Errorf("delete device %s: script returned nothing", id)
+		}
+		if code, _ := res[0].(int64); code != -2 {
+			break
+		}
 	}
 	switch code, _ := res[0].(int64); {
 	case code == 0:
@@ -221,6 +302,36 @@ func (s *Store) DeleteDevice(ctx context.Context, id string, etag int64) error {
 		return fmt.Errorf("unindex device %s: labels of the deleted account: %w", id, decodeErr)
 	}
 	return nil
+}
+
+// deletedCommand is the final record of a command that is in its device's queue when the
+// device is deleted, and its event: a queued command is cancelled, one in flight fails. A
+// record that is gone, or (not expected in the queue) already final, is left as it is.
+func deletedCommand(id, raw string, now time.Time, event func(*engine.Command) []byte) (rec string, ev []byte, err error) {
+	if raw == "" {
+		return "", nil, nil
+	}
+	var c engine.Command
+	if err := json.Unmarshal([]byte(raw), &c); err != nil {
+		return "", nil, fmt.Errorf("decode command %s: %w", id, err)
+	}
+	switch c.State {
+	case engine.StateQueued:
+		c.State = engine.StateCancelled
+	case engine.StateSent:
+		c.State, c.Error = engine.StateFailed, deletedInFlight
+	default:
+		return "", nil, nil
+	}
+	c.Updated = now
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode command %s: %w", id, err)
+	}
+	if event != nil {
+		ev = event(&c)
+	}
+	return string(b), ev, nil
 }
 
 // ListDevices pages through devices in id order, optionally those with label k=v. The page

@@ -142,13 +142,13 @@ func testDevices(t *testing.T, s *Store) {
 	if len(fleetB) != 1 {
 		t.Fatalf("after relabel fleet=b has %d devices", len(fleetB))
 	}
-	if err := s.DeleteDevice(ctx, "IMEI:03", 0); err != nil {
+	if err := s.DeleteDevice(ctx, "IMEI:03", 0, now, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.GetDevice(ctx, "IMEI:03"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleted device: %v", err)
 	}
-	if err := s.DeleteDevice(ctx, "IMEI:03", 0); !errors.Is(err, ErrNotFound) {
+	if err := s.DeleteDevice(ctx, "IMEI:03", 0, now, nil, nil); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("delete twice: %v", err)
 	}
 }
