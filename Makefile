@@ -36,7 +36,7 @@ test: lint proto-lint verify-generated helm-lint ## lint, proto checks, the Helm
 	$(GO) test -race -count=1 $(PKGS)
 
 .PHONY: test-integration
-test-integration: ## integration tests (none yet beyond `make test`: no services exist so far)
+test-integration: ## only the tests named *Integration* (the inventory's fleet, redelivery and end-to-end tests; `make test` runs them too)
 	$(GO) test -race -count=1 -run Integration $(PKGS)
 
 .PHONY: lint

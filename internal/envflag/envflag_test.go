@@ -107,3 +107,30 @@ func TestReaderBoolAndOptionalDuration(t *testing.T) {
 		t.Fatalf("errors not reported per variable: %v", err)
 	}
 }
+
+// TestReaderStringOrEmpty: a setting that allows empty tells "set to empty" (the feature
+// off) from "unset" (the default), through a variable and through its flag.
+func TestReaderStringOrEmpty(t *testing.T) {
+	env := map[string]string{"E": "", "A": "x"}
+	r := NewReader(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if r.StringOrEmpty("E", "d") != "" || r.StringOrEmpty("A", "d") != "x" || r.StringOrEmpty("MISSING", "d") != "d" {
+		t.Fatal("StringOrEmpty")
+	}
+	if r.String("E", "d") != "d" {
+		t.Fatal("String: empty must still mean the default")
+	}
+	env = map[string]string{"DMGRID_METRICS_ADDR": ":1"}
+	for _, args := range [][]string{{"--metrics-addr="}, {"--metrics-addr", ""}} {
+		s, err := Parse(args, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := NewReader(s.Lookup).StringOrEmpty("DMGRID_METRICS_ADDR", ":9102"); v != "" {
+			t.Errorf("%q: %q, want empty", args, v)
+		}
+	}
+	s, _ := Parse(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if v := NewReader(s.Lookup).StringOrEmpty("DMGRID_METRICS_ADDR", ":9102"); v != ":1" {
+		t.Errorf("variable: %q", v)
+	}
+}

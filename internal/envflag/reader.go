@@ -26,6 +26,15 @@ func (r *Reader) String(k, def string) string {
 	return def
 }
 
+// StringOrEmpty returns the setting, "" when it is set to the empty string (for settings
+// where empty turns a feature off, such as DMGRID_METRICS_ADDR), or def when it is unset.
+func (r *Reader) StringOrEmpty(k, def string) string {
+	if v, ok := r.lookup(k); ok {
+		return v
+	}
+	return def
+}
+
 // Duration returns a positive duration.
 func (r *Reader) Duration(k, def string) time.Duration {
 	d, err := time.ParseDuration(r.String(k, def))

@@ -71,7 +71,7 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		TLSCertFile:    get("DMGRID_TLS_CERT_FILE", ""),
 		TLSKeyFile:     get("DMGRID_TLS_KEY_FILE", ""),
 		TLSClientCAs:   get("DMGRID_TLS_CLIENT_CA_FILE", ""),
-		MetricsAddr:    get("DMGRID_METRICS_ADDR", ":9102"),
+		MetricsAddr:    r.StringOrEmpty("DMGRID_METRICS_ADDR", ":9102"),
 		PProf:          r.Bool("DMGRID_PPROF", "false"),
 		OTLPEndpoint:   get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 		MaxBodyBytes:   int64(r.Int("DMGRID_MAX_BODY_BYTES", "1048576")),
@@ -309,18 +309,21 @@ func (g *Gateway) handleDM(w http.ResponseWriter, r *http.Request, recv time.Tim
 	defer cancel()
 	resp, err := g.client.HandleMessage(ctx, &sessionv1.HandleMessageRequest{Message: syncmlpb.ToProto(m), Transport: tr})
 	if err != nil {
-		code := http.StatusInternalServerError
+		// The device gets a fixed text per status: the worker's error (Redis errors,
+		// addresses) is only logged.
+		code, text := http.StatusInternalServerError, "internal error"
 		switch status.Code(err) {
 		case codes.Unavailable, codes.Aborted, codes.DeadlineExceeded, codes.ResourceExhausted:
 			// Devices re-POST the same message on 503 (PROTOCOL.md §1); the session
 			// worker's retransmission cache makes that safe.
-			code = http.StatusServiceUnavailable
+			code, text = http.StatusServiceUnavailable, "session worker unavailable; retry later"
 			w.Header().Set("Retry-After", "1")
 		case codes.InvalidArgument:
-			code = http.StatusBadRequest
+			code, text = http.StatusBadRequest, "message refused by the session worker"
 		}
-		g.log.Warn("session worker call", "device_id", m.Header.Source.LocURI, "session_id", m.Header.SessionID, "msg_id", m.Header.MsgID, "err", err)
-		httpError(w, code, "session worker: "+status.Convert(err).Message())
+		g.log.Warn("session worker call", "device_id", m.Header.Source.LocURI, "session_id", m.Header.SessionID, "msg_id", m.Header.MsgID,
+			"http_status", code, "err", err)
+		httpError(w, code, text)
 		return
 	}
 	if resp.HttpStatus != 0 && resp.HttpStatus != http.StatusOK {

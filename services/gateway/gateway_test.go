@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,17 +31,22 @@ import (
 // end-to-end suite (internal/e2e) runs the real session workers.
 type echoSession struct {
 	sessionv1.UnimplementedSessionServiceServer
-	calls atomic.Int64
-	last  atomic.Pointer[sessionv1.HandleMessageRequest]
-	fail  codes.Code
-	auth  *sessionv1.ReplyAuth
+	calls   atomic.Int64
+	last    atomic.Pointer[sessionv1.HandleMessageRequest]
+	fail    codes.Code
+	failMsg string // the failure's message, "induced" when empty
+	auth    *sessionv1.ReplyAuth
 }
 
 func (e *echoSession) HandleMessage(ctx context.Context, req *sessionv1.HandleMessageRequest) (*sessionv1.HandleMessageResponse, error) {
 	e.calls.Add(1)
 	e.last.Store(req)
 	if e.fail != codes.OK {
-		return nil, status.Error(e.fail, "induced")
+		msg := e.failMsg
+		if msg == "" {
+			msg = "induced"
+		}
+		return nil, status.Error(e.fail, msg)
 	}
 	h := req.Message.Header
 	reply := &syncml.Message{Header: syncml.Header{VerDTD: h.VerDtd, VerProto: h.VerProto, SessionID: h.SessionId, MsgID: "1",
@@ -52,6 +58,12 @@ func (e *echoSession) HandleMessage(ctx context.Context, req *sessionv1.HandleMe
 
 func newGateway(t *testing.T, sess *echoSession) (*Gateway, *httptest.Server) {
 	t.Helper()
+	return newGatewayLog(t, sess, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// newGatewayLog is newGateway logging to log.
+func newGatewayLog(t *testing.T, sess *echoSession, log *slog.Logger) (*Gateway, *httptest.Server) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +72,7 @@ func newGateway(t *testing.T, sess *echoSession) (*Gateway, *httptest.Server) {
 	sessionv1.RegisterSessionServiceServer(g, sess)
 	go g.Serve(lis)
 	t.Cleanup(g.Stop)
-	gw, err := New(Config{Path: "/dm", SessionAddr: lis.Addr().String(), MaxBodyBytes: 64 << 10, RequestTimeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	gw, err := New(Config{Path: "/dm", SessionAddr: lis.Addr().String(), MaxBodyBytes: 64 << 10, RequestTimeout: 5 * time.Second}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,21 +209,111 @@ func TestBadInputGetsHTTPErrorsAndNoCall(t *testing.T) {
 	}
 }
 
-func TestOversizedRefusedBeforeReading(t *testing.T) {
-	_, srv := newGateway(t, &echoSession{})
-	// Declares 1 GiB but sends a few bytes: refused from the header alone.
-	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/dm", strings.NewReader("<SyncML/>"))
-	req.ContentLength = 1 << 30
-	req.Header.Set("Content-Type", syncml.ContentTypeXML)
-	tr := &http.Transport{}
-	defer tr.CloseIdleConnections()
-	resp, err := tr.RoundTrip(req)
-	if err == nil {
-		defer resp.Body.Close()
-		if resp.StatusCode != 413 {
-			t.Fatalf("status %d", resp.StatusCode)
-		}
+// countingListener counts the bytes the server reads from its connections.
+type countingListener struct {
+	net.Listener
+	n atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
 	}
+	return &countingConn{Conn: c, n: &l.n}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestOversizedRefusedBeforeReading: a body declared larger than the limit is refused from
+// the header alone, so the gateway never reads it.
+func TestOversizedRefusedBeforeReading(t *testing.T) {
+	gw, _ := newGateway(t, &echoSession{})
+	lis := &countingListener{Listener: newLocalListener(t)}
+	srv := httptest.NewUnstartedServer(gw.Handler())
+	srv.Listener = lis
+	srv.Start()
+	t.Cleanup(srv.Close)
+	oversized := func(ctx context.Context, body io.Reader) *http.Request {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/dm", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = 1 << 30
+		req.Header.Set("Content-Type", syncml.ContentTypeXML)
+		return req
+	}
+
+	t.Run("body withheld", func(t *testing.T) {
+		// The headers go out, not one byte of the body: only a gateway that answers from
+		// the header alone can reply before the deadline.
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		// A cancelled round trip waits for its body writer, which waits on the pipe.
+		context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
+		tr := &http.Transport{}
+		defer tr.CloseIdleConnections()
+		resp, err := tr.RoundTrip(oversized(ctx, pr))
+		if err != nil {
+			t.Fatalf("no reply while the body was withheld (the gateway waited for it): %v", err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("status %d, want 413", resp.StatusCode)
+		}
+	})
+
+	t.Run("body streamed", func(t *testing.T) {
+		// The body is there to read. The client may get the 413 or, when the gateway closes
+		// the connection while the body is still being sent, a write error; either way the
+		// gateway must have read less than the body limit (reading the body through the
+		// limit takes MaxBodyBytes+1 bytes).
+		lis.n.Store(0)
+		tr := &http.Transport{}
+		defer tr.CloseIdleConnections()
+		body := io.MultiReader(strings.NewReader("<SyncML>"), endless(' '))
+		resp, err := tr.RoundTrip(oversized(context.Background(), body))
+		if err == nil {
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestEntityTooLarge {
+				t.Fatalf("status %d, want 413", resp.StatusCode)
+			}
+		}
+		srv.CloseClientConnections() // the server's reads have ended once its connections have
+		if n := lis.n.Load(); n == 0 || n >= gw.cfg.MaxBodyBytes {
+			t.Fatalf("the gateway read %d bytes of the connection (limit %d; client error: %v)", n, gw.cfg.MaxBodyBytes, err)
+		}
+	})
+}
+
+// endless is a reader of one byte repeated.
+type endless byte
+
+func (e endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(e)
+	}
+	return len(p), nil
+}
+
+func newLocalListener(t *testing.T) net.Listener {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis
 }
 
 func TestSessionWorkerOutageIs503(t *testing.T) {
@@ -219,6 +321,50 @@ func TestSessionWorkerOutageIs503(t *testing.T) {
 	resp := post(t, srv.URL+"/dm", syncml.ContentTypeXML, vectors.Read(t, "messages/01_pkg1_client_init.xml"))
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("status %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
+// syncBuffer is a log destination the test reads while the server may write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestWorkerErrorTextNotSentToDevices: what a session worker's error says (Redis errors,
+// addresses) is logged, never sent to the device; the status and Retry-After stay.
+func TestWorkerErrorTextNotSentToDevices(t *testing.T) {
+	const marker = "load state: dial tcp 10.1.2.3:6379: MARKER-7f3a"
+	for c, want := range map[codes.Code]int{codes.Unavailable: 503, codes.ResourceExhausted: 503, codes.Internal: 500, codes.InvalidArgument: 400} {
+		t.Run(c.String(), func(t *testing.T) {
+			var logs syncBuffer
+			_, srv := newGatewayLog(t, &echoSession{fail: c, failMsg: marker}, slog.New(slog.NewTextHandler(&logs, nil)))
+			resp := post(t, srv.URL+"/dm", syncml.ContentTypeXML, vectors.Read(t, "messages/01_pkg1_client_init.xml"))
+			body := readAll(t, resp)
+			if resp.StatusCode != want || (want == 503) != (resp.Header.Get("Retry-After") != "") {
+				t.Fatalf("status %d, want %d; Retry-After %q", resp.StatusCode, want, resp.Header.Get("Retry-After"))
+			}
+			if strings.Contains(string(body), "MARKER") || strings.Contains(string(body), "10.1.2.3") {
+				t.Fatalf("the worker's error reached the device: %q", body)
+			}
+			if len(bytes.TrimSpace(body)) == 0 {
+				t.Fatal("empty error body")
+			}
+			if l := logs.String(); !strings.Contains(l, "MARKER-7f3a") || !strings.Contains(l, "IMEI:493005100592800") {
+				t.Fatalf("the error and the device are not logged: %s", l)
+			}
+		})
 	}
 }
 
@@ -264,8 +410,13 @@ func TestReadinessAndLameDuck(t *testing.T) {
 func TestConfigFromEnv(t *testing.T) {
 	env := map[string]string{"DMGRID_SESSION_ADDR": "a:1,b:2", "DMGRID_MAX_BODY_BYTES": "2048"}
 	c, err := ConfigFromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	if err != nil || c.MaxBodyBytes != 2048 || c.HTTPAddr != ":8080" {
+	if err != nil || c.MaxBodyBytes != 2048 || c.HTTPAddr != ":8080" || c.MetricsAddr != ":9102" {
 		t.Fatalf("%+v %v", c, err)
+	}
+	// An empty DMGRID_METRICS_ADDR turns /metrics off (unset is the default).
+	env["DMGRID_METRICS_ADDR"] = ""
+	if c, err := ConfigFromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil || c.MetricsAddr != "" {
+		t.Fatalf("DMGRID_METRICS_ADDR=\"\": %q %v", c.MetricsAddr, err)
 	}
 	env = map[string]string{"DMGRID_MAX_BODY_BYTES": "x", "DMGRID_TLS_CERT_FILE": "c.pem"}
 	if _, err := ConfigFromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err == nil ||

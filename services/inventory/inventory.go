@@ -68,7 +68,7 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	get, dur, num := r.String, r.Duration, r.Int
 	c := Config{
 		GRPCAddr:          get("DMGRID_GRPC_ADDR", ":9091"),
-		MetricsAddr:       get("DMGRID_METRICS_ADDR", ":9102"),
+		MetricsAddr:       r.StringOrEmpty("DMGRID_METRICS_ADDR", ":9102"),
 		PProf:             r.Bool("DMGRID_PPROF", "false"),
 		OTLPEndpoint:      get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 		RedisURL:          get("DMGRID_REDIS_URL", ""),

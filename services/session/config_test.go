@@ -45,4 +45,15 @@ func TestConfigFromEnv(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not both") {
 		t.Fatalf("contradictory Redis settings: %v", err)
 	}
+	// Cluster seeds: spaces trimmed, empty entries dropped, each one host:port.
+	c, err = ConfigFromEnv(lookup(map[string]string{"DMGRID_REDIS_CLUSTER_ADDRS": " r1:7000, r2:7001,,[::1]:7002 ,"}))
+	if err != nil || strings.Join(c.RedisClusterAddrs, "|") != "r1:7000|r2:7001|[::1]:7002" {
+		t.Fatalf("cluster addresses %q: %v", c.RedisClusterAddrs, err)
+	}
+	for _, v := range []string{"r1:7000,r2", "r1:7000, :7001", "r1:port", "r1:70000", "r1:"} {
+		_, err = ConfigFromEnv(lookup(map[string]string{"DMGRID_REDIS_CLUSTER_ADDRS": v}))
+		if err == nil || !strings.Contains(err.Error(), "DMGRID_REDIS_CLUSTER_ADDRS") || !strings.Contains(err.Error(), "host:port") {
+			t.Errorf("DMGRID_REDIS_CLUSTER_ADDRS=%q: %v", v, err)
+		}
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -83,14 +84,16 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		ServerMaxMsgSize: num("DMGRID_SERVER_MAX_MSG_SIZE", "1048576"),
 		ServerMaxObjSize: num("DMGRID_SERVER_MAX_OBJ_SIZE", "4194304"),
 		OutboxScan:       dur("DMGRID_OUTBOX_SCAN", "10s"),
-		MetricsAddr:      get("DMGRID_METRICS_ADDR", ":9102"),
+		MetricsAddr:      r.StringOrEmpty("DMGRID_METRICS_ADDR", ":9102"),
 		PProf:            r.Bool("DMGRID_PPROF", "false"),
 		OTLPEndpoint:     get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 	}
 	c.DevDetailEvery = r.DurationOrZero("DMGRID_DEVDETAIL_EVERY", "24h")
 	c.OutboxLinger = r.DurationOrZero("DMGRID_OUTBOX_LINGER", "0s")
-	if v := get("DMGRID_REDIS_CLUSTER_ADDRS", ""); v != "" {
-		c.RedisClusterAddrs = strings.Split(v, ",")
+	for _, a := range strings.Split(get("DMGRID_REDIS_CLUSTER_ADDRS", ""), ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			c.RedisClusterAddrs = append(c.RedisClusterAddrs, a)
+		}
 	}
 	if v := get("DMGRID_SECRET_KEY", ""); v != "" {
 		k, err := base64.StdEncoding.DecodeString(v)
@@ -113,6 +116,12 @@ func (c Config) Validate() error {
 	}
 	if c.RedisURL != "" && len(c.RedisClusterAddrs) > 0 {
 		errs = append(errs, errors.New("set DMGRID_REDIS_URL or DMGRID_REDIS_CLUSTER_ADDRS, not both"))
+	}
+	for _, a := range c.RedisClusterAddrs {
+		host, port, err := net.SplitHostPort(a)
+		if p, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || p == 0 {
+			errs = append(errs, fmt.Errorf("DMGRID_REDIS_CLUSTER_ADDRS: %q is not host:port", a))
+		}
 	}
 	if c.RedisURL != "" {
 		if _, err := redis.ParseURL(c.RedisURL); err != nil {

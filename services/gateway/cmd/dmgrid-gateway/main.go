@@ -1,6 +1,6 @@
 // Command dmgrid-gateway runs the device-facing HTTP gateway.
 // Every setting is an environment variable (see gateway.ConfigFromEnv) or the flag that
-// mirrors it: DMGRID_GRPC_ADDR is also --grpc-addr; --help lists them.
+// mirrors it: DMGRID_SESSION_ADDR is also --session-addr; --help lists them.
 package main
 
 import (
