@@ -6,6 +6,9 @@
 // field that is set (session_started, command_state_changed, ...) and the device token is
 // base64url(device id), so a consumer can subscribe to one kind, one device, or everything
 // ("dmgrid.events.>"). event_id is sent as Nats-Msg-Id, so JetStream drops duplicates.
+//
+// Events a consumer gives up on go to a dead-letter subject under "dmgrid.deadletter" with
+// the same headers from every service (DeadLetters).
 package events
 
 import (

@@ -18,9 +18,15 @@ import (
 	notifierv1 "github.com/dmgrid/dmgrid/proto/dmgrid/notifier/v1"
 	sessionv1 "github.com/dmgrid/dmgrid/proto/dmgrid/session/v1"
 
+	"github.com/dmgrid/dmgrid/internal/apierr"
 	"github.com/dmgrid/dmgrid/pkg/pkg0"
 	"github.com/dmgrid/dmgrid/services/notifier/internal/store"
 )
+
+// Errors leave the API as gRPC statuses with details (AIP-193, internal/apierr):
+// InvalidArgument carries a google.rpc.BadRequest with one violation per bad field,
+// NotFound, FailedPrecondition and Aborted an ErrorInfo with a reason; Unavailable (Redis
+// or the session tier unreachable) is a plain status.
 
 // API implements dmgrid.notifier.v1.NotifierService.
 type API struct {
@@ -54,7 +60,8 @@ func (a *API) GetNotification(ctx context.Context, req *notifierv1.GetNotificati
 	r, err := a.s.st.Get(ctx, req.GetNotificationId())
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrBadID):
-		return nil, status.Errorf(codes.NotFound, "notification %q not found", req.GetNotificationId())
+		id := req.GetNotificationId()
+		return nil, apierr.Info(codes.NotFound, "NOT_FOUND", "notification "+id+" not found", map[string]string{"notification_id": id})
 	case err != nil:
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -63,13 +70,14 @@ func (a *API) GetNotification(ctx context.Context, req *notifierv1.GetNotificati
 
 // ListNotifications pages through a device's notifications, newest first.
 func (a *API) ListNotifications(ctx context.Context, req *notifierv1.ListNotificationsRequest) (*notifierv1.ListNotificationsResponse, error) {
+	var v apierr.Violations
 	if req.GetDeviceId() == "" || len(req.GetDeviceId()) > maxDeviceID {
-		return nil, status.Error(codes.InvalidArgument, "device_id: 1 to 256 characters required")
+		v.Add("device_id", "must be 1 to 256 bytes")
 	}
 	n := int(req.GetPageSize())
 	switch {
 	case n < 0:
-		return nil, status.Error(codes.InvalidArgument, "page_size must not be negative")
+		v.Add("page_size", "must not be negative")
 	case n == 0:
 		n = defaultPage
 	case n > maxPage:
@@ -79,9 +87,12 @@ func (a *API) ListNotifications(ctx context.Context, req *notifierv1.ListNotific
 	if t := req.GetPageToken(); t != "" {
 		o, err := decodeToken(t, req.GetDeviceId())
 		if err != nil {
-			return nil, status.Error(codes.InvalidArgument, "page_token is not valid for this request")
+			v.Add("page_token", "not valid for this request")
 		}
 		offset = o
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
@@ -150,17 +161,17 @@ func (s *Service) target(ctx context.Context, deviceID string) (*sessionv1.GetNo
 	t, err := s.sess.GetNotificationTarget(ctx, &sessionv1.GetNotificationTargetRequest{DeviceId: deviceID})
 	if err != nil {
 		if status.Code(err) == codes.NotFound {
-			return nil, &TargetError{DeviceID: deviceID, Reason: "unknown device"}
+			return nil, &TargetError{DeviceID: deviceID, Code: "UNKNOWN_DEVICE", Reason: "unknown device"}
 		}
 		return nil, fmt.Errorf("get notification target of %s: %w", deviceID, err)
 	}
 	switch {
 	case t.GetMsisdn() == "":
-		return nil, &TargetError{DeviceID: deviceID, Reason: "the device has no MSISDN"}
+		return nil, &TargetError{DeviceID: deviceID, Code: "NO_MSISDN", Reason: "the device has no MSISDN"}
 	case t.GetServerKeyB64Md5() == "":
-		return nil, &TargetError{DeviceID: deviceID, Reason: "the device has no server credential to sign a Package 0 with"}
+		return nil, &TargetError{DeviceID: deviceID, Code: "NO_SERVER_CREDENTIAL", Reason: "the device has no server credential to sign a Package 0 with"}
 	case t.GetServerId() == "":
-		return nil, &TargetError{DeviceID: deviceID, Reason: "the device has no server identifier"}
+		return nil, &TargetError{DeviceID: deviceID, Code: "NO_SERVER_ID", Reason: "the device has no server identifier"}
 	}
 	return t, nil
 }
@@ -168,30 +179,38 @@ func (s *Service) target(ctx context.Context, deviceID string) (*sessionv1.GetNo
 // TargetError says a device cannot be notified (unknown, no MSISDN, no server credential).
 type TargetError struct {
 	DeviceID string
-	Reason   string
+	Code     string // machine-readable: the ErrorInfo reason (UNKNOWN_DEVICE, NO_MSISDN, ...)
+	Reason   string // for people
 }
 
 func (e *TargetError) Error() string { return "cannot notify " + e.DeviceID + ": " + e.Reason }
 
-// GRPCStatus maps the error to FAILED_PRECONDITION (AIP-193).
+// GRPCStatus maps the error to FAILED_PRECONDITION with an ErrorInfo (AIP-193).
 func (e *TargetError) GRPCStatus() *status.Status {
-	return status.New(codes.FailedPrecondition, e.Error())
+	return status.Convert(apierr.Info(codes.FailedPrecondition, e.Code, e.Error(), map[string]string{"device_id": e.DeviceID}))
 }
 
 // notify creates (or coalesces into) the device's notification.
 func (s *Service) notify(ctx context.Context, req *notifierv1.NotifyDeviceRequest) (*store.Record, store.Outcome, error) {
 	dev := req.GetDeviceId()
-	switch {
-	case dev == "" || len(dev) > maxDeviceID:
-		return nil, 0, status.Error(codes.InvalidArgument, "device_id: 1 to 256 characters required")
-	case len(req.GetReason()) > maxReason:
-		return nil, 0, status.Error(codes.InvalidArgument, "reason: at most 256 characters")
-	case len(req.GetRequestId()) > maxRequestID:
-		return nil, 0, status.Error(codes.InvalidArgument, "request_id: at most 128 characters")
-	case req.GetUiMode() < 0 || req.GetUiMode() > notifierv1.UIMode_UI_MODE_USER_INTERACTION:
-		return nil, 0, status.Error(codes.InvalidArgument, "ui_mode: unknown value")
-	case req.GetInitiator() < 0 || req.GetInitiator() > notifierv1.Initiator_INITIATOR_USER:
-		return nil, 0, status.Error(codes.InvalidArgument, "initiator: unknown value")
+	var v apierr.Violations
+	if dev == "" || len(dev) > maxDeviceID {
+		v.Add("device_id", "must be 1 to 256 bytes")
+	}
+	if len(req.GetReason()) > maxReason {
+		v.Add("reason", "longer than 256 bytes")
+	}
+	if len(req.GetRequestId()) > maxRequestID {
+		v.Add("request_id", "longer than 128 bytes")
+	}
+	if req.GetUiMode() < 0 || req.GetUiMode() > notifierv1.UIMode_UI_MODE_USER_INTERACTION {
+		v.Add("ui_mode", "unknown value")
+	}
+	if req.GetInitiator() < 0 || req.GetInitiator() > notifierv1.Initiator_INITIATOR_USER {
+		v.Add("initiator", "unknown value")
+	}
+	if err := v.Err(); err != nil {
+		return nil, 0, err
 	}
 	if _, err := s.target(ctx, dev); err != nil {
 		var te *TargetError
@@ -234,7 +253,8 @@ func (s *Service) notify(ctx context.Context, req *notifierv1.NotifyDeviceReques
 		}
 		return got, out, nil
 	}
-	return nil, 0, status.Error(codes.Aborted, "the device's notification changed concurrently; retry")
+	return nil, 0, apierr.Info(codes.Aborted, "CONCURRENT_MODIFICATION", "the device's notification changed concurrently; retry",
+		map[string]string{"device_id": dev})
 }
 
 // retireIfExpired marks an outstanding SENT/DELIVERED notification whose answer time passed

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dmgrid/dmgrid/pkg/events"
 	"github.com/dmgrid/dmgrid/pkg/pkg0"
 	"github.com/dmgrid/dmgrid/services/notifier/internal/provider"
 
@@ -26,6 +27,15 @@ type Config struct {
 	RedisPrefix       string   // DMGRID_REDIS_PREFIX, default "dmgrid"
 	NATSURL           string   // DMGRID_NATS_URL; empty: no wake or answer consumers
 	EventsStream      string   // DMGRID_EVENTS_STREAM, default DMGRID_EVENTS
+	// DeadLetterSubject is where the event consumers put the events they give up on:
+	// undecodable ones at once, failing ones on their last attempt
+	// (DMGRID_NOTIFIER_DEADLETTER_SUBJECT, default "dmgrid.deadletter.notifier", which an
+	// empty value also means).
+	DeadLetterSubject string
+	// DeadLetterStream holds the dead letters and is created when missing
+	// (DMGRID_DEADLETTER_STREAM, default DMGRID_DEADLETTER, the inventory's too; "none", or
+	// empty here: plain NATS publish, at most once).
+	DeadLetterStream string
 	// SessionAddr is where GetNotificationTarget is served (DMGRID_SESSION_ADDR): a gRPC
 	// target ("dns:///session:9090") or a comma-separated list of host:port, balanced
 	// round-robin.
@@ -100,7 +110,7 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	get, dur, num := r.String, r.Duration, r.Int
 	c := Config{
 		GRPCAddr:      get("DMGRID_GRPC_ADDR", ":9092"),
-		MetricsAddr:   get("DMGRID_METRICS_ADDR", ":9102"),
+		MetricsAddr:   r.StringOrEmpty("DMGRID_METRICS_ADDR", ":9102"),
 		PProf:         r.Bool("DMGRID_PPROF", "false"),
 		OTLPEndpoint:  get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 		RedisURL:      get("DMGRID_REDIS_URL", ""),
@@ -126,6 +136,10 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		SendTimeout:   dur("DMGRID_NOTIFIER_SEND_TIMEOUT", "20s"),
 		Concurrency:   num("DMGRID_NOTIFIER_CONCURRENCY", "8"),
 		MaxEventAge:   dur("DMGRID_NOTIFIER_MAX_EVENT_AGE", "1h"),
+	}
+	c.DeadLetterSubject = get("DMGRID_NOTIFIER_DEADLETTER_SUBJECT", defaultDeadLetterSubject)
+	if c.DeadLetterStream = get("DMGRID_DEADLETTER_STREAM", events.DefaultDeadLetterStream); c.DeadLetterStream == "none" {
+		c.DeadLetterStream = "" // plain NATS publish
 	}
 	if v := get("DMGRID_REDIS_CLUSTER_ADDRS", ""); v != "" {
 		c.RedisClusterAddrs = strings.Split(v, ",")
@@ -206,6 +220,12 @@ func (c Config) Validate() error {
 	if c.AnswerTimeout <= 0 || c.PollInterval <= 0 || c.SendTimeout <= 0 {
 		errs = append(errs, errors.New("DMGRID_NOTIFIER_ANSWER_TIMEOUT, _POLL and _SEND_TIMEOUT must be positive"))
 	}
+	if d := c.DeadLetterSubject; d != "" && (strings.ContainsAny(d, "*> ") || strings.HasPrefix(d, events.SubjectRoot+".")) {
+		errs = append(errs, errors.New("DMGRID_NOTIFIER_DEADLETTER_SUBJECT: must be a literal subject outside dmgrid.events"))
+	}
+	if strings.ContainsAny(c.DeadLetterStream, ".*> ") {
+		errs = append(errs, errors.New("DMGRID_DEADLETTER_STREAM: must be a stream name without '.', '*', '>' or spaces"))
+	}
 	if c.Lease <= c.SendTimeout {
 		errs = append(errs, errors.New("DMGRID_NOTIFIER_LEASE must exceed DMGRID_NOTIFIER_SEND_TIMEOUT, or a slow send is claimed twice"))
 	}
@@ -225,6 +245,17 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// defaultDeadLetterSubject is the notifier's dead-letter subject unless configured.
+const defaultDeadLetterSubject = events.DeadLetterRoot + ".notifier"
+
+// deadLetterSubject is the configured dead-letter subject or the default.
+func (c Config) deadLetterSubject() string {
+	if c.DeadLetterSubject == "" {
+		return defaultDeadLetterSubject
+	}
+	return c.DeadLetterSubject
 }
 
 func (c Config) hasProvider(name string) bool {

@@ -1,9 +1,12 @@
 package notifier
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dmgrid/dmgrid/internal/envflag"
 )
 
 func env(m map[string]string) func(string) (string, bool) {
@@ -69,5 +72,54 @@ func TestBackoff(t *testing.T) {
 				t.Fatalf("backoff(%d) = %v, want [%v, %v]", attempt, d, want/2, want)
 			}
 		}
+	}
+}
+
+// TestDeadLetterConfig: the dead-letter subject and stream default as the inventory's do,
+// are read from the environment or the mirroring flags (listed by --help), and are checked
+// at start.
+func TestDeadLetterConfig(t *testing.T) {
+	base := map[string]string{"DMGRID_REDIS_URL": "redis://x:1", "DMGRID_SESSION_ADDR": "s:1"}
+	with := func(kv ...string) map[string]string {
+		m := maps.Clone(base)
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	c, err := ConfigFromEnv(env(base))
+	if err != nil || c.DeadLetterSubject != "dmgrid.deadletter.notifier" || c.DeadLetterStream != "DMGRID_DEADLETTER" {
+		t.Fatalf("defaults: %q %q %v", c.DeadLetterSubject, c.DeadLetterStream, err)
+	}
+	c, err = ConfigFromEnv(env(with("DMGRID_NOTIFIER_DEADLETTER_SUBJECT", "ops.deadletter.notifier", "DMGRID_DEADLETTER_STREAM", "none")))
+	if err != nil || c.DeadLetterSubject != "ops.deadletter.notifier" || c.DeadLetterStream != "" {
+		t.Fatalf("set: %q %q %v", c.DeadLetterSubject, c.DeadLetterStream, err)
+	}
+	if (Config{}).deadLetterSubject() != "dmgrid.deadletter.notifier" {
+		t.Fatal("an unset subject in a Config literal is not the default")
+	}
+	for _, bad := range []map[string]string{
+		with("DMGRID_NOTIFIER_DEADLETTER_SUBJECT", "dmgrid.events.dl"), // consumed again
+		with("DMGRID_NOTIFIER_DEADLETTER_SUBJECT", "dmgrid.deadletter.*"),
+		with("DMGRID_NOTIFIER_DEADLETTER_SUBJECT", "dead letters"),
+		with("DMGRID_DEADLETTER_STREAM", "DL.x"),
+	} {
+		if _, err := ConfigFromEnv(env(bad)); err == nil || !strings.Contains(err.Error(), "DEADLETTER") {
+			t.Errorf("accepted %v: %v", bad, err)
+		}
+	}
+	// Flags mirror the variables and --help lists them.
+	set, err := envflag.Parse([]string{"--notifier-deadletter-subject=ops.dl", "--deadletter-stream", "OPS_DL"}, env(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err = ConfigFromEnv(set.Lookup); err != nil || c.DeadLetterSubject != "ops.dl" || c.DeadLetterStream != "OPS_DL" {
+		t.Fatalf("flags: %q %q %v", c.DeadLetterSubject, c.DeadLetterStream, err)
+	}
+	if err := set.Unused(); err != nil {
+		t.Fatal(err)
+	}
+	if u := set.Usage("dmgrid-notifier"); !strings.Contains(u, "--notifier-deadletter-subject\n") || !strings.Contains(u, "--deadletter-stream\n") {
+		t.Fatalf("--help lacks the dead-letter flags:\n%s", u)
 	}
 }

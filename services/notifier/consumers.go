@@ -3,11 +3,14 @@ package notifier
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -19,10 +22,27 @@ import (
 	"github.com/dmgrid/dmgrid/services/notifier/internal/store"
 )
 
+// Event consumers give up on an event after this many attempts, waiting this long between
+// them: its dead letter is then published and the event terminated.
+const (
+	defaultEventAttempts   = 20
+	defaultEventRetryDelay = 2 * time.Second
+)
+
+// Causes of dead letters (the cause attribute of dmgrid_notifier_events_dead_lettered_total).
+const (
+	causeUndecodable = "undecodable"
+	causeFailing     = "failing"
+)
+
 // consume runs a durable JetStream consumer of one event kind until ctx ends. Replicas share
 // the durable, so each event is handled by one of them. The stream belongs to the session
 // tier; until it exists the consumer is retried with back-off. New consumers start at new
 // events: replaying old wake requests on a first deployment would wake every device.
+//
+// An event that is not a dmgrid.events.v1.Event is dead-lettered at once; one whose handler
+// fails is redelivered and dead-lettered on its last attempt, so that nothing is dropped
+// without trace.
 func (s *Service) consume(ctx context.Context, durable, kind string, handle func(context.Context, *eventsv1.Event) error) {
 	cfg := jetstream.ConsumerConfig{
 		Durable:       durable,
@@ -31,16 +51,22 @@ func (s *Service) consume(ctx context.Context, durable, kind string, handle func
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
-		MaxDeliver:    20,
+		// One more than the attempts made here: the last failing attempt dead-letters the
+		// event and terminates it, so JetStream never drops it silently.
+		MaxDeliver: s.eventAttempts + 1,
 	}
+	dl := &events.DeadLetters{JS: s.js, Subject: s.cfg.deadLetterSubject(), Stream: s.cfg.DeadLetterStream,
+		Consumer: durable, Source: s.cfg.EventsStream}
 	var cons jetstream.Consumer
 	wait := 100 * time.Millisecond
 	for {
 		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-		c, err := s.js.CreateOrUpdateConsumer(cctx, s.cfg.EventsStream, cfg)
+		err := dl.Setup(cctx)
+		if err == nil {
+			cons, err = s.js.CreateOrUpdateConsumer(cctx, s.cfg.EventsStream, cfg)
+		}
 		cancel()
 		if err == nil {
-			cons = c
 			break
 		}
 		if ctx.Err() != nil {
@@ -57,16 +83,24 @@ func (s *Service) consume(ctx context.Context, durable, kind string, handle func
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		var ev eventsv1.Event
 		if err := proto.Unmarshal(m.Data(), &ev); err != nil {
-			s.log.Warn("undecodable event", "consumer", durable, "subject", m.Subject(), "err", err)
-			_ = m.Term()
+			s.deadLetter(dl, m, causeUndecodable, "not a dmgrid.events.v1.Event: "+err.Error())
 			return
 		}
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*rpcTimeout)
 		err := handle(hctx, &ev)
 		cancel()
 		if err != nil {
-			s.log.Warn("handle event; redelivering", "consumer", durable, "event_id", ev.GetEventId(), "device_id", ev.GetDeviceId(), "err", err)
-			_ = m.NakWithDelay(2 * time.Second)
+			n := uint64(1)
+			if md, merr := m.Metadata(); merr == nil {
+				n = md.NumDelivered
+			}
+			if n >= uint64(s.eventAttempts) {
+				s.deadLetter(dl, m, causeFailing, fmt.Sprintf("not handled after %d attempts: %v", n, err))
+				return
+			}
+			s.log.Warn("handle event; redelivering", "consumer", durable, "event_id", ev.GetEventId(), "device_id", ev.GetDeviceId(),
+				"attempt", n, "err", err)
+			_ = m.NakWithDelay(s.eventRetryDelay)
 			return
 		}
 		_ = m.Ack()
@@ -83,6 +117,26 @@ func (s *Service) consume(ctx context.Context, durable, kind string, handle func
 	case <-cc.Closed():
 	case <-time.After(5 * time.Second):
 		cc.Stop()
+	}
+}
+
+// deadLetter publishes the event as received, with why, to the dead-letter subject and
+// terminates it. If the publish fails the event is handed back and dead-lettered on a later
+// delivery.
+func (s *Service) deadLetter(dl *events.DeadLetters, m jetstream.Msg, cause, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := dl.Publish(ctx, m, reason); err != nil {
+		s.log.Error("dead-letter event", "consumer", dl.Consumer, "subject", m.Subject(), "reason", reason, "err", err)
+		_ = m.NakWithDelay(s.eventRetryDelay)
+		return
+	}
+	if s.deadLetters != nil {
+		s.deadLetters.Add(ctx, 1, metric.WithAttributes(attribute.String("consumer", dl.Consumer), attribute.String("cause", cause)))
+	}
+	s.log.Warn("event dead-lettered", "consumer", dl.Consumer, "subject", m.Subject(), "reason", reason, "dead_letter_subject", dl.Subject)
+	if err := m.TermWithReason(reason); err != nil {
+		s.log.Debug("terminate event", "consumer", dl.Consumer, "subject", m.Subject(), "err", err)
 	}
 }
 

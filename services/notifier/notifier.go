@@ -69,6 +69,14 @@ type Service struct {
 	// they reach the stream in the order the states changed.
 	events chan *nats.Msg
 
+	// deadLetters counts the events the consumers gave up on, by consumer and cause
+	// (dmgrid_notifier_events_dead_lettered_total).
+	deadLetters metric.Int64Counter
+	// eventAttempts is how often a consumer tries to handle an event before dead-lettering
+	// it, eventRetryDelay the wait before the next attempt (tests shorten both).
+	eventAttempts   int
+	eventRetryDelay time.Duration
+
 	API *API
 }
 
@@ -85,7 +93,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{cfg: cfg, log: log, now: cfg.Now, health: health.NewServer(), kick: make(chan struct{}, 1), events: make(chan *nats.Msg, 1024),
-		providers: map[string]provider.Provider{}}
+		providers: map[string]provider.Provider{}, eventAttempts: defaultEventAttempts, eventRetryDelay: defaultEventRetryDelay}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -107,6 +115,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	s.rdb.AddHook(telemetry.NewRedisHook(s.tel))
 	s.stateCounter, _ = s.tel.Meters.Meter("dmgrid/notifier").Int64Counter("dmgrid_notifier_notifications_total",
 		metric.WithDescription("notification state changes, by provider and new state"))
+	s.deadLetters, _ = s.tel.Meters.Meter("dmgrid/notifier").Int64Counter("dmgrid_notifier_events_dead_lettered_total",
+		metric.WithDescription("events the notifier's consumers gave up on and dead-lettered, by consumer and cause (undecodable, failing)"))
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := s.rdb.Ping(pctx).Err(); err != nil {

@@ -197,6 +197,8 @@ when it changes. dict "root" $ "tier" "gateway".
 {{- $_ := set $data "DMGRID_NOTIFIER_SEND_TIMEOUT" $t.sendTimeout -}}
 {{- $_ := set $data "DMGRID_NOTIFIER_CONCURRENCY" (toString (int64 $t.concurrency)) -}}
 {{- $_ := set $data "DMGRID_NOTIFIER_MAX_EVENT_AGE" $t.maxEventAge -}}
+{{- $_ := set $data "DMGRID_NOTIFIER_DEADLETTER_SUBJECT" $t.deadLetterSubject -}}
+{{- $_ := set $data "DMGRID_DEADLETTER_STREAM" $t.deadLetterStream -}}
 {{- end -}}
 {{- if eq .tier "session" -}}
 {{- $_ := set $data "DMGRID_IDLE_TIMEOUT" $t.idleTimeout -}}
@@ -205,6 +207,7 @@ when it changes. dict "root" $ "tier" "gateway".
 {{- $_ := set $data "DMGRID_SERVER_MAX_MSG_SIZE" (toString (int64 $t.serverMaxMsgSize)) -}}
 {{- $_ := set $data "DMGRID_SERVER_MAX_OBJ_SIZE" (toString (int64 $t.serverMaxObjSize)) -}}
 {{- $_ := set $data "DMGRID_OUTBOX_SCAN" $t.outboxScan -}}
+{{- $_ := set $data "DMGRID_OUTBOX_LINGER" (toString $t.outboxLinger) -}}
 {{- $_ := set $data "DMGRID_DEVDETAIL_EVERY" (toString $t.devDetailEvery) -}}
 {{- end -}}
 {{- if eq .tier "inventory" -}}

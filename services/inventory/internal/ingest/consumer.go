@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dmgrid/dmgrid/pkg/events"
@@ -32,13 +30,13 @@ type Applier interface {
 	ApplyBatch(ctx context.Context, ups []store.Update) ([]store.Result, error)
 }
 
-// Dead-letter message headers.
+// Dead-letter message headers (shared with every consumer, see pkg/events).
 const (
-	HeaderReason     = "Dmgrid-Deadletter-Reason"
-	HeaderConsumer   = "Dmgrid-Deadletter-Consumer"
-	HeaderSubject    = "Dmgrid-Original-Subject"
-	HeaderStreamSeq  = "Dmgrid-Original-Stream-Seq"
-	HeaderDeliveries = "Dmgrid-Deliveries"
+	HeaderReason     = events.HeaderDeadLetterReason
+	HeaderConsumer   = events.HeaderDeadLetterConsumer
+	HeaderSubject    = events.HeaderOriginalSubject
+	HeaderStreamSeq  = events.HeaderOriginalStreamSeq
+	HeaderDeliveries = events.HeaderDeliveries
 )
 
 // Config tunes the consumer.
@@ -68,7 +66,7 @@ func (c *Config) defaults() {
 		c.Durable = "inventory"
 	}
 	if c.DeadLetterSubject == "" {
-		c.DeadLetterSubject = "dmgrid.deadletter.inventory"
+		c.DeadLetterSubject = events.DeadLetterRoot + ".inventory"
 	}
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 5
@@ -111,6 +109,7 @@ type Consumer struct {
 	app Applier
 	log *slog.Logger
 	cfg Config
+	dl  *events.DeadLetters
 
 	applied, duplicates, ignored, retried, deadLettered, skipped atomic.Int64
 }
@@ -118,7 +117,8 @@ type Consumer struct {
 // NewConsumer returns a consumer; Run starts it.
 func NewConsumer(js jetstream.JetStream, app Applier, log *slog.Logger, cfg Config) *Consumer {
 	cfg.defaults()
-	return &Consumer{js: js, app: app, log: log, cfg: cfg}
+	return &Consumer{js: js, app: app, log: log, cfg: cfg, dl: &events.DeadLetters{JS: js, Subject: cfg.DeadLetterSubject,
+		Stream: cfg.DeadLetterStream, Consumer: cfg.Durable, Source: cfg.Stream}}
 }
 
 // Stats returns the counters.
@@ -152,38 +152,17 @@ func (c *Consumer) ConsumerConfig() jetstream.ConsumerConfig {
 func (c *Consumer) Setup(ctx context.Context) (jetstream.Consumer, error) {
 	// The session service owns this stream's configuration (it creates or updates it);
 	// creating it here only lets the inventory start first.
-	if err := ensureStream(ctx, c.js, events.StreamConfig(c.cfg.Stream)); err != nil {
+	if err := events.EnsureStream(ctx, c.js, events.StreamConfig(c.cfg.Stream)); err != nil {
 		return nil, err
 	}
-	if c.cfg.DeadLetterStream != "" {
-		subj := c.cfg.DeadLetterSubject
-		if strings.HasPrefix(subj, "dmgrid.deadletter.") {
-			subj = "dmgrid.deadletter.>" // one stream for every service's dead letters
-		}
-		if err := ensureStream(ctx, c.js, jetstream.StreamConfig{
-			Name: c.cfg.DeadLetterStream, Subjects: []string{subj}, Storage: jetstream.FileStorage,
-			MaxAge: 30 * 24 * time.Hour,
-		}); err != nil {
-			return nil, err
-		}
+	if err := c.dl.Setup(ctx); err != nil {
+		return nil, err
 	}
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, c.ConsumerConfig())
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
 	}
 	return cons, nil
-}
-
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
-	if _, err := js.Stream(ctx, cfg.Name); err == nil {
-		return nil
-	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("look up stream %s: %w", cfg.Name, err)
-	}
-	if _, err := js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return fmt.Errorf("create stream %s: %w", cfg.Name, err)
-	}
-	return nil
 }
 
 // Run consumes until ctx ends, then finishes the events already received (bounded by
@@ -431,23 +410,7 @@ func (c *Consumer) retry(m jetstream.Msg, cause error) {
 func (c *Consumer) deadLetter(m jetstream.Msg, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	dl := &nats.Msg{Subject: c.cfg.DeadLetterSubject, Data: m.Data(), Header: nats.Header{}}
-	for k, v := range m.Headers() {
-		if k != jetstream.MsgIDHeader {
-			dl.Header[k] = v
-		}
-	}
-	dl.Header.Set(HeaderReason, reason)
-	dl.Header.Set(HeaderConsumer, c.cfg.Durable)
-	dl.Header.Set(HeaderSubject, m.Subject())
-	if md, err := m.Metadata(); err == nil {
-		dl.Header.Set(HeaderStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
-		dl.Header.Set(HeaderDeliveries, strconv.FormatUint(md.NumDelivered, 10))
-		// Dead-lettering the same message twice (a crash before Term) is dropped by the
-		// dead-letter stream as a duplicate.
-		dl.Header.Set(jetstream.MsgIDHeader, c.cfg.Durable+":"+c.cfg.Stream+":"+strconv.FormatUint(md.Sequence.Stream, 10))
-	}
-	if err := c.publishDeadLetter(ctx, dl); err != nil {
+	if err := c.dl.Publish(ctx, m, reason); err != nil {
 		c.log.Error("dead-letter event", "subject", m.Subject(), "reason", reason, "err", err)
 		if err := m.NakWithDelay(c.cfg.Backoff[0]); err != nil {
 			c.log.Debug("nak event", "subject", m.Subject(), "err", err)
@@ -459,19 +422,6 @@ func (c *Consumer) deadLetter(m jetstream.Msg, reason string) {
 	if err := m.TermWithReason(reason); err != nil {
 		c.log.Debug("terminate event", "subject", m.Subject(), "err", err)
 	}
-}
-
-func (c *Consumer) publishDeadLetter(ctx context.Context, m *nats.Msg) error {
-	if c.cfg.DeadLetterStream == "" {
-		// No stream to confirm the write: flush so that at least the server has it.
-		nc := c.js.Conn()
-		if err := nc.PublishMsg(m); err != nil {
-			return err
-		}
-		return nc.FlushWithContext(ctx)
-	}
-	_, err := c.js.PublishMsg(ctx, m)
-	return err
 }
 
 // span starts the consumer span of one event, a child of the span that published it.
