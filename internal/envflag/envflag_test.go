@@ -134,3 +134,26 @@ func TestReaderStringOrEmpty(t *testing.T) {
 		t.Errorf("variable: %q", v)
 	}
 }
+
+func TestReaderHostPorts(t *testing.T) {
+	env := map[string]string{"OK": " r1:7000, r2:7001,,[::1]:7002 ,", "BAD": "r1:7000,nohost,:1,h:0,h:65536,h:x"}
+	r := NewReader(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if got := r.HostPorts("OK"); strings.Join(got, "|") != "r1:7000|r2:7001|[::1]:7002" {
+		t.Errorf("OK: %q", got)
+	}
+	if got := r.HostPorts("UNSET"); got != nil {
+		t.Errorf("unset: %q", got)
+	}
+	if r.Err() != nil {
+		t.Fatalf("good lists: %v", r.Err())
+	}
+	if got := r.HostPorts("BAD"); strings.Join(got, "|") != "r1:7000" {
+		t.Errorf("BAD kept %q", got)
+	}
+	err := r.Err()
+	for _, e := range []string{`"nohost"`, `":1"`, `"h:0"`, `"h:65536"`, `"h:x"`} {
+		if err == nil || !strings.Contains(err.Error(), "BAD: "+e+" is not host:port") {
+			t.Errorf("no error for %s: %v", e, err)
+		}
+	}
+}

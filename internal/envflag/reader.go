@@ -3,7 +3,9 @@ package envflag
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -33,6 +35,25 @@ func (r *Reader) StringOrEmpty(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// HostPorts returns a comma-separated list of host:port addresses (such as
+// DMGRID_REDIS_CLUSTER_ADDRS), entries trimmed and empty ones dropped; nil when unset. An
+// entry that is not host:port with a port in 1..65535 is an error naming k and the entry.
+func (r *Reader) HostPorts(k string) []string {
+	var out []string
+	for _, a := range strings.Split(r.String(k, ""), ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(a)
+		if p, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || p == 0 {
+			r.errs = append(r.errs, fmt.Errorf("%s: %q is not host:port", k, a))
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // Duration returns a positive duration.

@@ -141,9 +141,7 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	if c.DeadLetterStream = get("DMGRID_DEADLETTER_STREAM", events.DefaultDeadLetterStream); c.DeadLetterStream == "none" {
 		c.DeadLetterStream = "" // plain NATS publish
 	}
-	if v := get("DMGRID_REDIS_CLUSTER_ADDRS", ""); v != "" {
-		c.RedisClusterAddrs = strings.Split(v, ",")
-	}
+	c.RedisClusterAddrs = r.HostPorts("DMGRID_REDIS_CLUSTER_ADDRS")
 	v, err := strconv.ParseUint(get("DMGRID_PKG0_VERSION", strconv.Itoa(pkg0.DefaultVersion)), 10, 16)
 	if err != nil || v > pkg0.MaxVersion {
 		r.Fail(fmt.Errorf("DMGRID_PKG0_VERSION: want 0..%d (11 is OMA DM 1.2.1's value)", pkg0.MaxVersion))

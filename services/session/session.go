@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -90,11 +89,7 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	}
 	c.DevDetailEvery = r.DurationOrZero("DMGRID_DEVDETAIL_EVERY", "24h")
 	c.OutboxLinger = r.DurationOrZero("DMGRID_OUTBOX_LINGER", "0s")
-	for _, a := range strings.Split(get("DMGRID_REDIS_CLUSTER_ADDRS", ""), ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			c.RedisClusterAddrs = append(c.RedisClusterAddrs, a)
-		}
-	}
+	c.RedisClusterAddrs = r.HostPorts("DMGRID_REDIS_CLUSTER_ADDRS")
 	if v := get("DMGRID_SECRET_KEY", ""); v != "" {
 		k, err := base64.StdEncoding.DecodeString(v)
 		if err != nil || len(k) != 32 {
@@ -116,12 +111,6 @@ func (c Config) Validate() error {
 	}
 	if c.RedisURL != "" && len(c.RedisClusterAddrs) > 0 {
 		errs = append(errs, errors.New("set DMGRID_REDIS_URL or DMGRID_REDIS_CLUSTER_ADDRS, not both"))
-	}
-	for _, a := range c.RedisClusterAddrs {
-		host, port, err := net.SplitHostPort(a)
-		if p, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || p == 0 {
-			errs = append(errs, fmt.Errorf("DMGRID_REDIS_CLUSTER_ADDRS: %q is not host:port", a))
-		}
 	}
 	if c.RedisURL != "" {
 		if _, err := redis.ParseURL(c.RedisURL); err != nil {
