@@ -364,12 +364,17 @@ func (f *failingTransport) Post(ctx context.Context, url string, body []byte, ct
 	return f.Transport.Post(ctx, url, body, ct, h)
 }
 
+// TestIdleTimeoutRequeues: a device that goes silent in a session gets its unanswered
+// command again in its next session after the idle timeout, and the silent session ends:
+// exactly one session_ended (TIMED_OUT, with the one message it had, dated when the
+// timeout passed) reaches the stream, before the next session's start and end.
 func TestIdleTimeoutRequeues(t *testing.T) {
 	st := Start(t, Options{Workers: 2, IdleTimeout: time.Second, MaxAttempts: 3})
 	id := "IMEI:idle"
 	d := provision(t, st, id, dmauth.TypeMD5, syncml.EncodingXML, nil)
 	cmds := enqueue(t, st, id, 0, get("./DevInfo/Lang"))
 	ft := &failingTransport{Transport: transport(), n: 2} // challenge + authenticated Pkg1, then silence
+	silentSince := time.Now()
 	if _, err := d.RunSession(context.Background(), ft, dmsim.SessionOptions{MaxTransportRetries: -1}); err == nil {
 		t.Fatal("session survived a dead transport")
 	}
@@ -377,10 +382,53 @@ func TestIdleTimeoutRequeues(t *testing.T) {
 		t.Fatalf("command = %v, want sent", c.State)
 	}
 	time.Sleep(1500 * time.Millisecond) // past the idle timeout
-	run(t, d, dmsim.SessionOptions{})
+	rep := run(t, d, dmsim.SessionOptions{})
 	c := command(t, st, cmds[0].CommandId)
 	if c.State != commandv1.Command_STATE_COMPLETED || c.Attempts != 2 {
 		t.Fatalf("after the idle timeout and a new session: %v attempts %d", c.State, c.Attempts)
+	}
+
+	// The stream: started (silent session), ended TIMED_OUT, started (new), ended COMPLETED.
+	ctx := context.Background()
+	js, err := jetstream.New(st.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.OrderedConsumer(ctx, "DMGRID_EVENTS", jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.KindSubject("session_started", id), events.KindSubject("session_ended", id)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []*eventsv1.Event
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < 4 && time.Now().Before(deadline) {
+		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			continue
+		}
+		ev := &eventsv1.Event{}
+		if err := proto.Unmarshal(msg.Data(), ev); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev)
+	}
+	if len(got) != 4 {
+		t.Fatalf("%d session events, want 4: %v", len(got), got)
+	}
+	silent := got[0].GetSessionStarted().GetSessionId()
+	to := got[1].GetSessionEnded()
+	if silent == "" || to.GetSessionId() != silent || to.GetOutcome() != eventsv1.SessionEnded_OUTCOME_TIMED_OUT || to.GetMessages() != 1 {
+		t.Fatalf("after the silent session's start: %v, want its session_ended TIMED_OUT with 1 message", got[1])
+	}
+	if at := got[1].GetTime().AsTime(); at.Before(silentSince.Add(time.Second)) || at.After(got[2].GetTime().AsTime()) {
+		t.Fatalf("TIMED_OUT dated %v: not when the idle timeout passed (silent since %v, next session %v)", at, silentSince, got[2].GetTime().AsTime())
+	}
+	if got[2].GetSessionStarted().GetSessionId() != rep.SessionID || got[3].GetSessionEnded().GetSessionId() != rep.SessionID ||
+		got[3].GetSessionEnded().GetOutcome() != eventsv1.SessionEnded_OUTCOME_COMPLETED {
+		t.Fatalf("the next session's events: %v %v, want session %s started and COMPLETED", got[2], got[3], rep.SessionID)
+	}
+	if msg, err := cons.Next(jetstream.FetchMaxWait(500 * time.Millisecond)); err == nil {
+		t.Fatalf("a fifth session event: %s", msg.Subject())
 	}
 }
 

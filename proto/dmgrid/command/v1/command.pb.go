@@ -255,8 +255,9 @@ type Operation struct {
 	// none, which the device reads as text/plain.
 	MimeType string `protobuf:"bytes,6,opt,name=mime_type,json=mimeType,proto3" json:"mime_type,omitempty"`
 	// Exec only: the correlator the device will echo in the Generic Alert that carries the
-	// asynchronous result. Empty: the server picks one (returned in the operation of the
-	// created command).
+	// asynchronous result (at most 128 bytes). Empty: the server picks a random one (16 hex
+	// digits), returned in the operation of the created command. Either way the alert that
+	// echoes it is attached to the command (its results).
 	Correlator    string `protobuf:"bytes,7,opt,name=correlator,proto3" json:"correlator,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -348,7 +349,8 @@ type Command struct {
 	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	// OUTPUT_ONLY. The device the command is for.
 	DeviceId string `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	// OUTPUT_ONLY. Shared by every command enqueued by the same EnqueueCommands call.
+	// OUTPUT_ONLY. For GROUP_ATOMIC and GROUP_SEQUENCE: shared by every command of the
+	// EnqueueCommands call that created the group (and by no other). Empty for GROUP_NONE.
 	GroupId string `protobuf:"bytes,3,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	// OUTPUT_ONLY. How the commands of group_id are sent.
 	Group Group `protobuf:"varint,4,opt,name=group,proto3,enum=dmgrid.command.v1.Group" json:"group,omitempty"`

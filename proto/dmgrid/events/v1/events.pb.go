@@ -91,7 +91,9 @@ func (SessionStarted_Initiator) EnumDescriptor() ([]byte, []int) {
 	return file_dmgrid_events_v1_events_proto_rawDescGZIP(), []int{1, 0}
 }
 
-// Outcome says how a session ended.
+// Outcome says how a session ended. The session service publishes COMPLETED, ABORTED and
+// TIMED_OUT; AUTH_FAILED and ERROR are reserved and not published today (a device that
+// fails authentication gets no session, so no session_started or session_ended).
 type SessionEnded_Outcome int32
 
 const (
@@ -99,13 +101,14 @@ const (
 	SessionEnded_OUTCOME_UNSPECIFIED SessionEnded_Outcome = 0
 	// The server sent its last package (no commands left) and the session closed normally.
 	SessionEnded_OUTCOME_COMPLETED SessionEnded_Outcome = 1
-	// One side sent Alert 1223 (session abort).
+	// The device sent Alert 1223 (session abort).
 	SessionEnded_OUTCOME_ABORTED SessionEnded_Outcome = 2
-	// The device failed to authenticate and the server gave up on it.
+	// Reserved, not published: the device failed to authenticate and the server gave up.
 	SessionEnded_OUTCOME_AUTH_FAILED SessionEnded_Outcome = 3
-	// The device stopped sending messages for longer than the idle timeout.
+	// The device sent no message in the session for longer than the idle timeout.
 	SessionEnded_OUTCOME_TIMED_OUT SessionEnded_Outcome = 4
-	// The server ended the session because of a protocol or internal error.
+	// Reserved, not published: the server ended the session because of a protocol or
+	// internal error.
 	SessionEnded_OUTCOME_ERROR SessionEnded_Outcome = 5
 )
 
@@ -456,7 +459,12 @@ func (x *SessionStarted) GetAuthType() v11.AuthType {
 	return v11.AuthType(0)
 }
 
-// SessionEnded is published once per session, however it ended.
+// SessionEnded is published once per session (a session begins with session_started),
+// when it ends: completed, aborted, or timed out. A session that times out is found out by
+// the device's next message that the server processes (a later session, or a failed
+// authentication); the event is published then, with time set to when the idle timeout
+// passed, before that message's events. No session_ended is published for a session whose
+// device sends nothing more, nor for one whose device was deleted meanwhile.
 type SessionEnded struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The DM session id as the device sent it.

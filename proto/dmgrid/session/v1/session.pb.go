@@ -242,13 +242,15 @@ type Transport struct {
 	// Subject or SAN of the TLS client certificate, when one was presented and verified; empty
 	// otherwise.
 	TlsClientIdentity string `protobuf:"bytes,6,opt,name=tls_client_identity,json=tlsClientIdentity,proto3" json:"tls_client_identity,omitempty"`
-	// The peer address of the request as host:port (the client's, when a trusted proxy in front
-	// of the gateway reported it).
+	// The TCP peer address of the request as host:port. Forwarding headers are not read, so
+	// behind a proxy or load balancer this is its address, not the device's. The worker does
+	// not use it.
 	RemoteAddr string `protobuf:"bytes,7,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
 	// When the gateway finished reading the request body.
 	ReceiveTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=receive_time,json=receiveTime,proto3" json:"receive_time,omitempty"`
-	// Path and query the device posted to. A RespURI the server handed out carries a session
-	// token in its query, which the worker checks against the session.
+	// Path and query the device posted to, as received. The server sends no RespURI, so
+	// devices post every message to the URL they were configured with; the worker does not
+	// use it.
 	RequestUri string `protobuf:"bytes,9,opt,name=request_uri,json=requestUri,proto3" json:"request_uri,omitempty"`
 	// WBXML only: the version byte of the request (0x01 to 0x03); the reply uses the same one.
 	WbxmlVersion uint32 `protobuf:"varint,10,opt,name=wbxml_version,json=wbxmlVersion,proto3" json:"wbxml_version,omitempty"`

@@ -139,6 +139,12 @@ func (s *Commands) EnqueueCommands(ctx context.Context, req *commandv1.EnqueueCo
 		if len(o.Correlator) > 128 || len(o.MIME) > 128 {
 			return nil, invalid(field, "correlator or mime_type longer than 128 bytes")
 		}
+		if t == engine.OpExec && o.Correlator == "" {
+			// Ours to choose (command.proto): the device echoes it in the Generic Alert
+			// with the Exec's result, which the store's correlator index then attaches to
+			// this command like a given one.
+			o.Correlator = randomHex(8)
+		}
 		cmds = append(cmds, &engine.Command{
 			ID: store.NewCommandID(dev, randomHex(12)), DeviceID: dev, GroupID: groupID, Group: group,
 			Op: o, State: engine.StateQueued, RequestID: req.GetRequestId(), Created: now, Updated: now, Expire: expire,

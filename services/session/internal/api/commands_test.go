@@ -306,3 +306,36 @@ func TestCancelGroupLongHistory(t *testing.T) {
 		t.Fatalf("%d events, want 3", len(evs))
 	}
 }
+
+// TestExecCorrelatorChosen: an Exec enqueued without a correlator gets one the server
+// chose (command.proto), returned with the command, stored with it and indexed like a
+// given one, so the device's Generic Alert that echoes it is attached to the command. A
+// given correlator is kept; other operations get none.
+func TestExecCorrelatorChosen(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	devs := &Devices{St: r.st, Now: fixedNow}
+	cmdSvc := &Commands{St: r.st, Now: fixedNow}
+	const dev = "IMEI:corr-1"
+	createDevice(t, devs, dev, nil)
+	exec := func(corr string) *commandv1.Operation {
+		return &commandv1.Operation{Type: commandv1.OperationType_OPERATION_TYPE_EXEC, TargetUri: "./FUMO/Pkg/Update", Correlator: corr}
+	}
+	cmds := enqueueOps(t, cmdSvc, dev, commandv1.Group_GROUP_NONE, exec(""), exec(""), exec("given-1"), replaceOp("./A"))
+	chosen := cmds[0].Operation.Correlator
+	if chosen == "" || cmds[1].Operation.Correlator == "" || cmds[1].Operation.Correlator == chosen {
+		t.Fatalf("correlators chosen: %q, %q; want two different ones", chosen, cmds[1].Operation.Correlator)
+	}
+	if cmds[2].Operation.Correlator != "given-1" || cmds[3].Operation.Correlator != "" {
+		t.Fatalf("given correlator %q, Replace's %q", cmds[2].Operation.Correlator, cmds[3].Operation.Correlator)
+	}
+	if got, err := cmdSvc.GetCommand(ctx, &commandv1.GetCommandRequest{CommandId: cmds[0].CommandId}); err != nil || got.Command.Operation.Correlator != chosen {
+		t.Fatalf("stored command: %v %v", got, err)
+	}
+	for i, corr := range []string{chosen, "given-1"} {
+		c, err := r.st.AttachAlert(ctx, dev, corr, engine.ResultItem{URI: "./FUMO/Pkg", Data: []byte("200")}, fixedNow(), nil)
+		if err != nil || c == nil || c.ID != cmds[2*i].CommandId {
+			t.Fatalf("generic alert with correlator %q attached to %v (%v), want %s", corr, c, err, cmds[2*i].CommandId)
+		}
+	}
+}

@@ -129,13 +129,16 @@ func CommandToProto(c *engine.Command) *commandv1.Command {
 }
 
 var outcomeToProto = map[string]eventsv1.SessionEnded_Outcome{
-	"completed": eventsv1.SessionEnded_OUTCOME_COMPLETED,
-	"aborted":   eventsv1.SessionEnded_OUTCOME_ABORTED,
-	"timed out": eventsv1.SessionEnded_OUTCOME_TIMED_OUT,
+	engine.OutcomeCompleted: eventsv1.SessionEnded_OUTCOME_COMPLETED,
+	engine.OutcomeAborted:   eventsv1.SessionEnded_OUTCOME_ABORTED,
+	engine.OutcomeTimedOut:  eventsv1.SessionEnded_OUTCOME_TIMED_OUT,
 }
 
 // eventToProto converts an engine event into the wire event.
 func eventToProto(e engine.Event, deviceID string, now time.Time) *eventsv1.Event {
+	if !e.At.IsZero() {
+		now = e.At // it happened before the message that found out
+	}
 	ev := &eventsv1.Event{DeviceId: deviceID, Time: timestamppb.New(now)}
 	switch e.Kind {
 	case engine.EventSessionStarted:

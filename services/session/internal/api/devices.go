@@ -165,9 +165,6 @@ func (s *Devices) CreateDevice(ctx context.Context, req *devicev1.CreateDeviceRe
 		}
 	}
 	if err != nil {
-		if strings.Contains(err.Error(), "sealing key") {
-			return nil, withInfo(codes.FailedPrecondition, "NO_SEALING_KEY", err.Error(), nil)
-		}
 		return nil, storeErr(err, "device "+d.DeviceId, map[string]string{"device_id": d.DeviceId})
 	}
 	got, err := s.St.GetDevice(ctx, d.DeviceId)
@@ -297,9 +294,13 @@ func (s *Devices) UpdateDevice(ctx context.Context, req *devicev1.UpdateDeviceRe
 // settableFields are the fields UpdateDevice replaces for an empty update_mask or "*".
 var settableFields = []string{"client_auth", "server_auth", "server_id", "msisdn", "labels"}
 
-// mergeUpdate is cur with the fields named in paths taken from upd.
+// mergeUpdate is cur with the fields named in paths taken from upd. A basic server
+// credential outside the mask is kept: opened (and sealed again by the store), or as stored
+// when this worker has no key to open it. One inside the mask is replaced, and a new basic
+// credential needs the key (the store's update fails with store.ErrNoSealingKey).
 func mergeUpdate(cur *store.Device, upd store.NewDevice, paths []string) (store.NewDevice, error) {
-	nd := store.NewDevice{Account: cur.Account, Labels: cur.Labels, RequestID: cur.RequestID, ServerBasicCred: cur.Account.ServerBasicCred}
+	nd := store.NewDevice{Account: cur.Account, Labels: cur.Labels, RequestID: cur.RequestID,
+		ServerBasicCred: cur.Account.ServerBasicCred, ServerBasicSealed: cur.ServerBasicSealed}
 	for _, p := range paths {
 		switch p {
 		case "client_auth":
@@ -309,7 +310,7 @@ func mergeUpdate(cur *store.Device, upd store.NewDevice, paths []string) (store.
 			nd.Account.ClientAuth, nd.Account.ClientName, nd.Account.ClientKey = upd.Account.ClientAuth, upd.Account.ClientName, upd.Account.ClientKey
 		case "server_auth":
 			nd.Account.ServerAuth, nd.Account.ServerName, nd.Account.ServerKey = upd.Account.ServerAuth, upd.Account.ServerName, upd.Account.ServerKey
-			nd.ServerBasicCred = upd.ServerBasicCred
+			nd.ServerBasicCred, nd.ServerBasicSealed = upd.ServerBasicCred, ""
 		case "server_id":
 			nd.Account.ServerID = upd.Account.ServerID
 		case "msisdn":

@@ -18,6 +18,7 @@ import (
 	eventsv1 "github.com/dmgrid/dmgrid/proto/dmgrid/events/v1"
 
 	"github.com/dmgrid/dmgrid/internal/testredis"
+	"github.com/dmgrid/dmgrid/pkg/dmauth"
 	"github.com/dmgrid/dmgrid/services/session/internal/store"
 )
 
@@ -284,5 +285,74 @@ func TestUpdateDeviceWithoutEtagKeepsConcurrentChange(t *testing.T) {
 	}
 	if resp.Device.Msisdn != "+4915100000001" || resp.Device.Labels["fleet"] != "b" {
 		t.Fatalf("after two updates of different fields: %v", resp.Device)
+	}
+}
+
+// TestSealedCredentialKeptWithoutKey: a worker without DMGRID_SECRET_KEY cannot open a
+// device's sealed basic server credential, and an UpdateDevice it serves keeps the sealed
+// credential as stored (it used to rewrite the account without it): a worker with the key
+// still reads it afterwards. An update that sets a basic server credential needs the key:
+// FAILED_PRECONDITION (NO_SEALING_KEY), as for CreateDevice, and nothing changes. One that
+// replaces server_auth with another type drops the old credential, as asked.
+func TestSealedCredentialKeptWithoutKey(t *testing.T) {
+	ctx := context.Background()
+	prefix := testredis.Prefix(t)
+	sealer, err := store.NewSealer(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyed := store.New(testredis.Client(t), prefix, store.Options{Sealer: sealer})
+	withKey := &Devices{St: keyed, Now: fixedNow}
+	noKey := &Devices{St: store.New(testredis.Client(t), prefix, store.Options{}), Now: fixedNow}
+	const id = "IMEI:sealed-1"
+	basic := func(secret string) *devicev1.AuthConfig {
+		return &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_BASIC, Name: "srv", Secret: secret}
+	}
+	if _, err := withKey.CreateDevice(ctx, &devicev1.CreateDeviceRequest{Device: &devicev1.Device{DeviceId: id,
+		ClientAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_NONE}, ServerAuth: basic("pw")}}); err != nil {
+		t.Fatal(err)
+	}
+	cred := func() string {
+		t.Helper()
+		d, err := keyed.GetDevice(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Account.ServerBasicCred
+	}
+
+	for _, paths := range [][]string{{"labels"}, {"msisdn", "server_id"}} {
+		if _, err := noKey.UpdateDevice(ctx, &devicev1.UpdateDeviceRequest{Device: &devicev1.Device{DeviceId: id,
+			Labels: map[string]string{"fleet": "b"}, Msisdn: "+4915100000001", ServerId: "dms"}, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}}); err != nil {
+			t.Fatalf("update %v without the key: %v", paths, err)
+		}
+		if got := cred(); got != dmauth.BasicCred("srv", "pw") {
+			t.Fatalf("after an update of %v without the key the credential reads %q", paths, got)
+		}
+	}
+
+	before, err := noKey.GetDevice(ctx, &devicev1.GetDeviceRequest{DeviceId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mask := range []*fieldmaskpb.FieldMask{{Paths: []string{"server_auth"}}, nil} {
+		_, err := noKey.UpdateDevice(ctx, &devicev1.UpdateDeviceRequest{Device: &devicev1.Device{DeviceId: id, ServerAuth: basic("pw2"),
+			ClientAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_NONE}}, UpdateMask: mask})
+		if status.Code(err) != codes.FailedPrecondition || reason(err) != "NO_SEALING_KEY" {
+			t.Fatalf("basic server_auth without the key (mask %v): %v (reason %q), want FailedPrecondition NO_SEALING_KEY", mask, err, reason(err))
+		}
+	}
+	if after, err := noKey.GetDevice(ctx, &devicev1.GetDeviceRequest{DeviceId: id}); err != nil || !proto.Equal(after.Device, before.Device) || cred() != dmauth.BasicCred("srv", "pw") {
+		t.Fatalf("a refused update changed the device: %v %v", after, err)
+	}
+	if _, err := noKey.CreateDevice(ctx, &devicev1.CreateDeviceRequest{Device: &devicev1.Device{DeviceId: "IMEI:sealed-2",
+		ClientAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_NONE}, ServerAuth: basic("pw")}}); status.Code(err) != codes.FailedPrecondition || reason(err) != "NO_SEALING_KEY" {
+		t.Fatalf("create with a basic server credential without the key: %v", err)
+	}
+
+	resp, err := noKey.UpdateDevice(ctx, &devicev1.UpdateDeviceRequest{Device: &devicev1.Device{DeviceId: id,
+		ServerAuth: &devicev1.AuthConfig{Type: devicev1.AuthType_AUTH_TYPE_MD5, Name: "srv", Secret: "pw3"}}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"server_auth"}}})
+	if err != nil || resp.Device.ServerAuth.GetType() != devicev1.AuthType_AUTH_TYPE_MD5 || cred() != "" {
+		t.Fatalf("server_auth replaced by MD5 without the key: %v %v, credential %q", resp, err, cred())
 	}
 }

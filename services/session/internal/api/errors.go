@@ -27,6 +27,8 @@ func storeErr(err error, what string, meta map[string]string) error {
 		return withInfo(codes.Aborted, "CONCURRENT_MODIFICATION", what+" changed concurrently (etag mismatch); read it again", meta)
 	case errors.Is(err, store.ErrNotQueued):
 		return withInfo(codes.FailedPrecondition, "NOT_QUEUED", what+" is no longer queued", meta)
+	case errors.Is(err, store.ErrNoSealingKey):
+		return withInfo(codes.FailedPrecondition, "NO_SEALING_KEY", what+": "+store.ErrNoSealingKey.Error(), meta)
 	}
 	return status.Errorf(codes.Unavailable, "%s: %v", what, err)
 }

@@ -36,7 +36,7 @@ func NewMetrics(mp metric.MeterProvider) *Metrics {
 		return ctr
 	}
 	return &Metrics{
-		messages:     c("dmgrid_session_messages_total", "device messages processed, by encoding and outcome"),
+		messages:     c("dmgrid_session_messages_total", "device messages handled, by encoding and outcome (refused and failed ones included)"),
 		authFailures: c("dmgrid_session_auth_failures_total", "messages refused for authentication (unknown device, missing or wrong credentials)"),
 		sessionsEnd:  c("dmgrid_session_sessions_ended_total", "sessions ended, by outcome"),
 		commands:     c("dmgrid_session_command_transitions_total", "command state changes, by new state"),

@@ -15,6 +15,7 @@ import (
 
 	sessionv1 "github.com/dmgrid/dmgrid/proto/dmgrid/session/v1"
 
+	"github.com/dmgrid/dmgrid/pkg/syncml"
 	"github.com/dmgrid/dmgrid/pkg/syncmlpb"
 	"github.com/dmgrid/dmgrid/services/session/internal/engine"
 	"github.com/dmgrid/dmgrid/services/session/internal/store"
@@ -49,14 +50,16 @@ const maxCommitAttempts = 4
 // commit (one round trip, compare-and-set on the session version; retried on conflict).
 func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessageRequest) (*sessionv1.HandleMessageResponse, error) {
 	s.Handled.Add(1)
+	tr := req.GetTransport()
+	enc := syncmlpb.EncodingFromProto(tr.GetEncoding())
 	m, err := syncmlpb.FromProto(req.GetMessage())
 	if err != nil {
+		s.refused(ctx, enc, outcomeUnconvertible)
 		return nil, invalid("message", err.Error())
 	}
-	tr := req.GetTransport()
 	in := engine.Input{
 		Msg:        m,
-		Encoding:   syncmlpb.EncodingFromProto(tr.GetEncoding()),
+		Encoding:   enc,
 		BodyHash:   tr.GetBodyMd5(),
 		HMACHeader: tr.GetHmacHeader(),
 		Now:        s.Now(),
@@ -65,9 +68,32 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 	resp := &sessionv1.HandleMessageResponse{DeviceId: dev, SessionId: sid, HttpStatus: 200}
 	if refusal, ok := s.Engine.Check(in); !ok {
 		// Refused before touching any state: the engine built the SyncML Status.
+		s.refused(ctx, enc, refusal.Outcome)
 		resp.Reply = syncmlpb.ToProto(refusal.Reply)
 		return resp, nil
 	}
+	resp, err = s.handle(ctx, in, resp)
+	if err != nil {
+		s.refused(ctx, enc, outcomeError)
+	}
+	return resp, err
+}
+
+// Outcomes of messages that dmgrid_session_messages_total counts besides the engine's
+// (engine.Output.Outcome): refused before or instead of the engine's work, or failed.
+const (
+	// outcomeRateLimited: a challenge refused with HTTP 429 (challenge rate limit).
+	outcomeRateLimited = "rate limited"
+	// outcomeUnconvertible: a message that does not convert (gRPC INVALID_ARGUMENT).
+	outcomeUnconvertible = "unconvertible"
+	// outcomeError: the worker could not process it (gRPC UNAVAILABLE, ABORTED, INTERNAL).
+	outcomeError = "error"
+)
+
+// handle is HandleMessage for a message that passed Check.
+func (s *Sessions) handle(ctx context.Context, in engine.Input, resp *sessionv1.HandleMessageResponse) (*sessionv1.HandleMessageResponse, error) {
+	m := in.Msg
+	dev, sid := resp.DeviceId, resp.SessionId
 	needLO := engine.NeedsLOBuffer(m)
 	for attempt := 0; attempt < maxCommitAttempts; attempt++ {
 		st, err := s.St.Load(ctx, dev, sid, in.BodyHash, needLO)
@@ -82,6 +108,10 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 			}
 			if !ok {
 				s.Log.Warn("challenge rate limit", "device_id", dev, "session_id", sid, "msg_id", m.Header.MsgID)
+				s.refused(ctx, in.Encoding, outcomeRateLimited)
+				if mt := s.Metrics; mt != nil {
+					mt.add(ctx, mt.authFailures, 1) // it failed authentication like the ones challenged
+				}
 				resp.HttpStatus = 429
 				return resp, nil
 			}
@@ -93,7 +123,9 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 		reply := syncmlpb.ToProto(out.Reply) // the response's, and the session's retransmission copy
 		err = s.St.Commit(ctx, dev, sid, st, out, evs, reply)
 		if errors.Is(err, store.ErrConflict) {
-			s.Metrics.add(ctx, s.Metrics.conflicts, 1)
+			if mt := s.Metrics; mt != nil {
+				mt.add(ctx, mt.conflicts, 1)
+			}
 			continue
 		}
 		if err != nil {
@@ -123,6 +155,14 @@ func (s *Sessions) HandleMessage(ctx context.Context, req *sessionv1.HandleMessa
 	return nil, status.Error(codes.Aborted, "session changed concurrently; retry")
 }
 
+// refused counts a message that committed nothing and produced no engine output to record.
+func (s *Sessions) refused(ctx context.Context, enc syncml.Encoding, outcome string) {
+	if m := s.Metrics; m != nil {
+		m.add(ctx, m.messages, 1, attribute.String("encoding", enc.String()), attribute.String("outcome", outcome))
+	}
+}
+
+// record counts a message the engine handled (committed, or answered without a change).
 func (s *Sessions) record(ctx context.Context, enc string, out engine.Output) {
 	m := s.Metrics
 	if m == nil {

@@ -327,5 +327,5 @@ func (p *proc) abort(outcome string) {
 	}
 	p.sess.OutLO, p.sess.InLO = nil, nil
 	p.sess.Ended = true
-	p.sess.Outcome = "aborted"
+	p.sess.Outcome = OutcomeAborted
 }

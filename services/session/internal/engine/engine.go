@@ -17,8 +17,9 @@ type Config struct {
 	ServerMaxObjSize int64
 	// DefaultClientMaxMsgSize applies when a client does not say (RepPro leaves it open).
 	DefaultClientMaxMsgSize int64
-	// IdleTimeout ends a session nobody continued; its unanswered commands go back to the
-	// queue (default 5 min).
+	// IdleTimeout ends a session nobody continued: the device's next message that commits
+	// anything ends it with session_ended (TIMED_OUT), and its unanswered commands go back
+	// to the queue (default 5 min).
 	IdleTimeout time.Duration
 	// MaxAttempts fails a command that was sent this many times without an answer.
 	MaxAttempts int
@@ -98,6 +99,9 @@ type State struct {
 	// Stored is opaque to the engine: the store's records of Queue as it read them
 	// (parallel to Queue), which its commit compares to refuse a stale change.
 	Stored []string
+	// Open is the device's open-session index: its sessions that have not ended, this one
+	// included once it has committed a message.
+	Open []OpenSession
 }
 
 // Output is the reply and the changes to commit atomically.
@@ -123,6 +127,11 @@ type Output struct {
 	// abandoned). LOReset wins.
 	LOAppend []byte
 	LOReset  bool
+	// TimedOut are entries of State.Open whose session went idle past the timeout: their
+	// session_ended (TIMED_OUT) events are in Events, and the store removes them from the
+	// index, only if they are still as loaded (otherwise the commit conflicts). The store
+	// also keeps Session's own entry: updated while it goes on, removed when it ends.
+	TimedOut []OpenSession
 	Events   []Event
 	// AuthFailure is set when the message failed authentication (for rate limiting).
 	AuthFailure bool
@@ -245,8 +254,13 @@ func (e *Engine) ProcessChecked(st State, in Input) Output {
 	msgID, _ := strconv.Atoi(m.Header.MsgID)
 	sess := st.Session
 
-	// An idle session is over: its state is dropped and in-flight commands requeue (below,
-	// when the queue is read).
+	// A session of an earlier account with this device id (deleted and created again) is
+	// unknown to this one: it is never continued without authenticating again.
+	if sess != nil && st.Account != nil && sess.AccountGen != st.Account.Gen {
+		sess = nil
+	}
+	// An idle session is over: its state is dropped, in-flight commands requeue (below,
+	// when the queue is read) and, with the first commit, it ends TIMED_OUT (timedOut).
 	if sess != nil && !sess.Ended && in.Now.Sub(sess.LastActive) > e.cfg.IdleTimeout {
 		sess = nil
 	}
@@ -278,6 +292,7 @@ func (e *Engine) ProcessChecked(st State, in Input) Output {
 	}
 
 	out := Output{HTTPStatus: 200, Commit: true}
+	out.TimedOut, out.Events = e.timedOut(st.Open, m.Header.SessionID, sess != nil, in.Now)
 	newSession := sess == nil
 	if newSession {
 		ini, _ := strconv.Atoi(alert)
@@ -292,6 +307,7 @@ func (e *Engine) ProcessChecked(st State, in Input) Output {
 			AuthType:    acct.ClientAuth,
 			Started:     in.Now,
 			ServerMsgID: msgID - 1,
+			AccountGen:  acct.Gen,
 		}
 	} else {
 		cp := *sess
@@ -299,7 +315,7 @@ func (e *Engine) ProcessChecked(st State, in Input) Output {
 		sess = &cp
 	}
 	acctCopy := *acct
-	p := &proc{e: e, in: in, m: m, acct: &acctCopy, sess: sess, out: &out, queue: st.Queue,
+	p := &proc{e: e, in: in, m: m, acct: &acctCopy, sess: sess, out: &out, queue: st.Queue, fresh: newSession,
 		touched: map[string]*Command{}, settled: map[string]SentRef{}}
 	p.r = newReply(m, sess.ServerMsgID+1)
 
@@ -307,7 +323,7 @@ func (e *Engine) ProcessChecked(st State, in Input) Output {
 		// Refused credentials: only the challenge is answered; no session is created and
 		// only the account's nonce changes (OMA-TS-DM_Security §5.1.3.3).
 		out.Session = nil
-		out.Commit = out.NewClientNonce != nil
+		out.Commit = out.NewClientNonce != nil || len(out.TimedOut) > 0
 		out.AuthFailure = true
 		out.Outcome = "auth failed"
 		out.Reply = p.r.msg
@@ -345,6 +361,24 @@ func (e *Engine) ProcessChecked(st State, in Input) Output {
 	p.serverPackage()
 	p.finish(msgID)
 	return out
+}
+
+// timedOut returns the entries of the device's open-session index whose session went idle
+// past the timeout, and their session_ended (TIMED_OUT) events, dated when the timeout
+// passed. sid is the message's session: its entry is left alone while that session goes
+// on (alive), whatever the entry's time says.
+func (e *Engine) timedOut(open []OpenSession, sid string, alive bool, now time.Time) ([]OpenSession, []Event) {
+	var ended []OpenSession
+	var evs []Event
+	for _, o := range open {
+		if (o.ID == sid && alive) || now.Sub(o.LastActive) <= e.cfg.IdleTimeout {
+			continue
+		}
+		ended = append(ended, o)
+		evs = append(evs, Event{Kind: EventSessionEnded, Session: o.ID, At: o.LastActive.Add(e.cfg.IdleTimeout),
+			Outcome: OutcomeTimedOut, Messages: o.Messages, Completed: o.Completed})
+	}
+	return ended, evs
 }
 
 func cloneSent(m map[string]SentRef) map[string]SentRef {
@@ -387,6 +421,7 @@ type proc struct {
 	out     *Output
 	r       *reply
 	queue   []*Command
+	fresh   bool                // the session begins with this message
 	touched map[string]*Command // command records changed by this message
 	// settled holds the sent commands whose Status arrived in this message, so Results that
 	// follow the Status in the same message still find their Get.
@@ -463,7 +498,9 @@ func (p *proc) requeueStale() {
 		case c.State == StateQueued && !c.Expire.IsZero() && now.After(c.Expire):
 			cp := *c
 			p.setState(&cp, StateExpired, 0, "expired before it could be sent")
-		case c.State == StateSent && c.SentSession != p.sess.SessionID && now.After(c.LeaseUntil):
+		// Sent in another session, or in an earlier one with this session id (a new session
+		// has sent nothing yet).
+		case c.State == StateSent && (c.SentSession != p.sess.SessionID || p.fresh) && now.After(c.LeaseUntil):
 			cp := *c
 			p.requeue(&cp, "no answer before the session ended")
 		}

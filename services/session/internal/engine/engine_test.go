@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/base64"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,10 +23,11 @@ type memStore struct {
 	events   []Event
 	lo       map[string][]byte // incoming large-object chunks by session, as the store keeps them
 	loReads  int               // loads that handed the chunks back
+	open     map[string]OpenSession
 }
 
 func newMem(a *Account) *memStore {
-	return &memStore{acct: a, sessions: map[string]*Session{}, cmds: map[string]*Command{}, lo: map[string][]byte{}}
+	return &memStore{acct: a, sessions: map[string]*Session{}, cmds: map[string]*Command{}, lo: map[string][]byte{}, open: map[string]OpenSession{}}
 }
 
 func (s *memStore) enqueue(cs ...*Command) {
@@ -58,6 +60,9 @@ func (s *memStore) state(sessionID string, needLO bool) State {
 		c := *s.cmds[id]
 		st.Queue = append(st.Queue, &c)
 	}
+	for _, o := range s.open {
+		st.Open = append(st.Open, o)
+	}
 	return st
 }
 
@@ -71,7 +76,19 @@ func (s *memStore) apply(o Output) {
 	if o.NewServerNonce != nil {
 		s.acct.ServerNonce = o.NewServerNonce
 	}
+	for _, t := range o.TimedOut {
+		if s.open[t.ID] != t {
+			panic("timed-out session " + t.ID + " not as loaded") // the store's commit would conflict
+		}
+		delete(s.open, t.ID)
+	}
 	if o.Session != nil {
+		if o.Session.Ended {
+			delete(s.open, o.Session.SessionID)
+		} else {
+			s.open[o.Session.SessionID] = OpenSession{ID: o.Session.SessionID, LastActive: o.Session.LastActive,
+				Messages: o.Session.Messages, Completed: o.Session.Completed}
+		}
 		s.sessions[o.Session.SessionID] = o.Session
 		if o.LOReset {
 			delete(s.lo, o.Session.SessionID)
@@ -339,6 +356,150 @@ func TestIdleTimeoutRequeues(t *testing.T) {
 	}
 	if got := c.st.cmds["c1"]; got.State != StateFailed || got.Attempts != 2 {
 		t.Fatalf("after two unanswered attempts c1 = %s attempts %d", got.State, got.Attempts)
+	}
+}
+
+// sessionEnds returns the session_ended events recorded from mark on.
+func sessionEnds(st *memStore, mark int) []Event {
+	var out []Event
+	for _, e := range st.events[mark:] {
+		if e.Kind == EventSessionEnded {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestIdleTimeoutEndsSession: a session the device stopped continuing ends TIMED_OUT, with
+// the messages and completed commands it had, dated when its idle timeout passed, in the
+// commit of the device's next message (a new session), before that session's start, and
+// only once; its unanswered command goes back to the queue in the same commit. A session
+// still inside its idle timeout is left open, however many others the device starts.
+func TestIdleTimeoutEndsSession(t *testing.T) {
+	c := newClient(t, Config{IdleTimeout: time.Minute, MaxAttempts: 3})
+	c.st.enqueue(&Command{ID: "c1", Op: Operation{Type: OpGet, TargetURI: "./A"}})
+	c.nonce = c.st.acct.ClientNonce
+	c.send(c.pkg1(true))
+	lastActive := c.now
+	if c.st.cmds["c1"].State != StateSent {
+		t.Fatal("not sent")
+	}
+	// Another session 30 s later (the first one is still inside its idle timeout): nothing
+	// ends; this one completes at once (c1 is in flight in the first one).
+	c.now = c.now.Add(30 * time.Second)
+	c.sess, c.msgID, c.nonce = "2", 0, c.st.acct.ClientNonce
+	mark := len(c.st.events)
+	c.send(c.pkg1(true))
+	if ends := sessionEnds(c.st, mark); len(ends) != 1 || ends[0].Session != "2" || ends[0].Outcome != OutcomeCompleted {
+		t.Fatalf("a session inside its idle timeout ended: %+v", ends)
+	}
+	// Past the timeout, the device's next session ends the first one TIMED_OUT.
+	c.now = lastActive.Add(2 * time.Minute)
+	c.sess, c.msgID, c.nonce = "3", 0, c.st.acct.ClientNonce
+	mark = len(c.st.events)
+	r := c.send(c.pkg1(true))
+	evs := c.st.events[mark:]
+	want := Event{Kind: EventSessionEnded, Session: "1A2B", At: lastActive.Add(time.Minute), Outcome: OutcomeTimedOut, Messages: 1}
+	if len(evs) == 0 || !reflect.DeepEqual(evs[0], want) {
+		t.Fatalf("first event %+v, want %+v", evs, want)
+	}
+	if evs[1].Kind != EventSessionStarted || evs[1].Session != "3" {
+		t.Fatalf("second event %+v, want session 3 started", evs[1])
+	}
+	if got := c.st.cmds["c1"]; got.State != StateSent || got.SentSession != "3" || got.Attempts != 2 {
+		t.Fatalf("c1 after the timeout = %+v, want requeued and sent again in session 3", got)
+	}
+	if _, open := c.st.open["1A2B"]; open {
+		t.Fatal("the timed-out session is still open")
+	}
+	// Session 3 goes on and completes: no second TIMED_OUT for 1A2B.
+	c.now = c.now.Add(time.Second)
+	m := &syncml.Message{Header: c.header()}
+	m.Body.Commands = []syncml.Command{
+		{Kind: syncml.KindStatus, CmdID: "1", MsgRef: r.Header.MsgID, CmdRef: "0", Cmd: "SyncHdr", Data: "200"},
+		{Kind: syncml.KindStatus, CmdID: "2", MsgRef: r.Header.MsgID, CmdRef: r.Body.Commands[len(r.Body.Commands)-1].CmdID, Cmd: "Get", Data: "200"},
+	}
+	m.Body.Final = true
+	c.send(m)
+	ends := sessionEnds(c.st, mark)
+	if len(ends) != 2 || ends[1].Session != "3" || ends[1].Outcome != OutcomeCompleted || ends[1].Completed != 1 {
+		t.Fatalf("session ends %+v, want 1A2B timed out then 3 completed", ends)
+	}
+	if len(c.st.open) != 0 {
+		t.Fatalf("open sessions left: %v", c.st.open)
+	}
+}
+
+// TestIdleSessionIDReused: a device that opens a session with the id of one it left idle
+// (a Package 0 session id, or a client that restarts its numbering) gets a new session;
+// the old one ends TIMED_OUT, and the command it left in flight is sent again (it used to
+// stay SENT: its session id was this one's). A failed authentication also ends a timed-out
+// session, and commits only that besides the nonce.
+func TestIdleSessionIDReused(t *testing.T) {
+	c := newClient(t, Config{IdleTimeout: time.Minute, MaxAttempts: 3})
+	c.st.enqueue(&Command{ID: "c1", Op: Operation{Type: OpGet, TargetURI: "./A"}})
+	c.nonce = c.st.acct.ClientNonce
+	c.send(c.pkg1(true))
+	start := c.now
+	c.now = c.now.Add(2 * time.Minute)
+	c.msgID = 0
+	c.nonce = c.st.acct.ClientNonce
+	mark := len(c.st.events)
+	r := c.send(c.pkg1(true))
+	if got := hdrCode(t, r); got != "212" {
+		t.Fatalf("new session with the old id answered %s", got)
+	}
+	if ends := sessionEnds(c.st, mark); len(ends) != 1 || ends[0].Session != "1A2B" || ends[0].Outcome != OutcomeTimedOut || !ends[0].At.Equal(start.Add(time.Minute)) {
+		t.Fatalf("session ends %+v, want 1A2B timed out", ends)
+	}
+	if got := c.st.cmds["c1"]; got.State != StateSent || got.Attempts != 2 || got.SentMsgID != 1 {
+		t.Fatalf("c1 = %+v, want sent again in the new session", got)
+	}
+	// The new 1A2B goes idle too; the device comes back with a wrong password: the
+	// challenge's commit ends the idle session as well.
+	c.now = c.now.Add(2 * time.Minute)
+	c.sess, c.msgID, c.secret = "5", 0, "wrong"
+	mark = len(c.st.events)
+	if got := hdrCode(t, c.send(c.pkg1(true))); got != "401" {
+		t.Fatalf("wrong password answered %s", got)
+	}
+	if ends := sessionEnds(c.st, mark); len(ends) != 1 || ends[0].Session != "1A2B" || ends[0].Outcome != OutcomeTimedOut || len(c.st.events) != mark+1 {
+		t.Fatalf("events after the failed authentication: %+v", c.st.events[mark:])
+	}
+}
+
+// TestSessionOfEarlierAccountNotContinued: a session authenticated under an account that
+// was deleted and created again (another Gen) is unknown to the new account: its next
+// message is refused (404 + Alert 1223) and changes nothing, and a new session must
+// authenticate.
+func TestSessionOfEarlierAccountNotContinued(t *testing.T) {
+	c := newClient(t, Config{})
+	c.st.acct.Gen = "g1"
+	c.st.enqueue(&Command{ID: "c1", Op: Operation{Type: OpGet, TargetURI: "./A"}})
+	c.nonce = c.st.acct.ClientNonce
+	r := c.send(c.pkg1(true))
+	if s := c.st.sessions["1A2B"]; s == nil || s.AccountGen != "g1" || !s.Authenticated {
+		t.Fatalf("session = %+v", s)
+	}
+	c.st.acct.Gen = "g2" // deleted and created again, same id and credentials
+	mark := len(c.st.events)
+	m := &syncml.Message{Header: c.header()}
+	m.Body.Commands = []syncml.Command{
+		{Kind: syncml.KindStatus, CmdID: "1", MsgRef: r.Header.MsgID, CmdRef: "0", Cmd: "SyncHdr", Data: "200"},
+		{Kind: syncml.KindStatus, CmdID: "2", MsgRef: r.Header.MsgID, CmdRef: r.Body.Commands[len(r.Body.Commands)-1].CmdID, Cmd: "Get", Data: "200"},
+	}
+	m.Body.Final = true
+	r = c.send(m)
+	if got := hdrCode(t, r); got != "404" || r.Body.Commands[len(r.Body.Commands)-1].Data != "1223" {
+		t.Fatalf("continuing a session of the earlier account answered %s %+v, want 404 + Alert 1223", got, r.Body.Commands)
+	}
+	if len(c.st.events) != mark || c.st.cmds["c1"].State != StateSent {
+		t.Fatalf("the refused message changed state: events %+v, c1 %s", c.st.events[mark:], c.st.cmds["c1"].State)
+	}
+	// Opening a session again needs credentials: without them it is challenged.
+	c.sess, c.msgID = "2", 0
+	if got := hdrCode(t, c.send(c.pkg1(false))); got != "407" {
+		t.Fatalf("a new session without credentials answered %s, want 407", got)
 	}
 }
 

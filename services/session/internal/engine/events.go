@@ -1,5 +1,7 @@
 package engine
 
+import "time"
+
 // EventKind names what happened; the session service maps events to the protobuf payloads
 // of dmgrid.events.v1 and publishes them through the outbox.
 type EventKind string
@@ -13,10 +15,23 @@ const (
 	EventGenericAlert        EventKind = "generic_alert"
 )
 
+// Session outcomes (Session.Outcome, the session_ended event's Outcome).
+const (
+	// OutcomeCompleted: the server's package had no commands left.
+	OutcomeCompleted = "completed"
+	// OutcomeAborted: the device sent Alert 1223.
+	OutcomeAborted = "aborted"
+	// OutcomeTimedOut: no message for the idle timeout.
+	OutcomeTimedOut = "timed out"
+)
+
 // Event is one fact produced while processing a message.
 type Event struct {
 	Kind    EventKind `json:"kind"`
 	Session string    `json:"session,omitempty"`
+	// At is when it happened, when that is not the message's time: a session that timed
+	// out ended when its idle timeout passed, found out only at a later message.
+	At time.Time `json:"at,omitzero"`
 
 	// session started
 	Initiator int    `json:"initiator,omitempty"`

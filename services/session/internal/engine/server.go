@@ -92,7 +92,7 @@ func (p *proc) serverPackage() {
 	p.r.msg.Body.Final = true
 	if added == 0 {
 		s.Ended = true
-		s.Outcome = "completed"
+		s.Outcome = OutcomeCompleted
 	}
 }
 
@@ -230,7 +230,7 @@ func (p *proc) startChunks(c *Command, sz *sizer, limit int64) {
 	if max > 0 && int64(len(wire)) > max {
 		p.setState(c, StateFailed, 413, "object larger than the device's MaxObjSize")
 		p.r.msg.Body.Final = true
-		p.sess.Ended, p.sess.Outcome = true, "completed"
+		p.sess.Ended, p.sess.Outcome = true, OutcomeCompleted
 		return
 	}
 	lo := &OutLO{CommandID: c.ID, Total: len(wire), Format: format}

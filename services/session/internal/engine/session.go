@@ -12,6 +12,8 @@ import (
 type Session struct {
 	DeviceID  string `json:"device_id"`
 	SessionID string `json:"session_id"`
+	// AccountGen is the Gen of the account the session authenticated under.
+	AccountGen string `json:"account_gen,omitempty"`
 	// Version is the optimistic-concurrency counter; the store compares and bumps it.
 	Version int64 `json:"-"`
 
@@ -46,6 +48,19 @@ type Session struct {
 	Outcome    string    `json:"outcome,omitempty"`
 	Messages   int       `json:"messages"`
 	Completed  int       `json:"completed"` // commands completed in this session
+}
+
+// OpenSession is an entry of a device's open-session index, which the store keeps beside
+// the session records: a session that has not ended, with what its session_ended event
+// needs if it times out. Its record may be gone (it expires), the entry is not.
+type OpenSession struct {
+	ID         string
+	LastActive time.Time
+	Messages   int
+	Completed  int
+	// Stored is opaque to the engine: the store's entry as read, which its commit compares
+	// before it removes the entry (so one timed-out session ends once).
+	Stored string
 }
 
 // SentRef links a command we sent to its queue entry.

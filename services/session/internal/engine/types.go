@@ -48,6 +48,11 @@ type Account struct {
 	ServerNonce []byte `json:"server_nonce,omitempty"`
 	// DevDetailAt is when the DevDetail collection policy last queued its Gets.
 	DevDetailAt time.Time `json:"-"`
+	// Gen identifies this account among the accounts that ever had its device id: a device
+	// deleted and created again gets a new one. A session records the Gen it authenticated
+	// under, and a session of an earlier account is never continued. Kept by the store
+	// beside the account data, not in it ("" for accounts created before it existed).
+	Gen string `json:"-"`
 }
 
 // OpType is a management operation.

@@ -18,6 +18,13 @@ import (
 // per-device counter (never a timestamp), so commands enqueued by different API replicas
 // are still drained in the order they were accepted.
 //
+// It also trims the listing index (KEYS 5), whose entries outlive the records of finished
+// commands (they expire): it checks the next 2n + sweepBase entries after a cursor kept in
+// the account hash (field ixc, a sequence number) and removes those whose record is gone,
+// going round from the start once it reaches the end. Each call checks at least twice as
+// many entries as it adds, so the index stays within a small multiple of the device's live
+// commands, at a bounded cost per call.
+//
 //	KEYS: 1 acct, 2 queue, 3 seq, 4 request-id key, 5 all-commands index, 6 outbox
 //	ARGV: 1 command prefix, 2 request-id and correlator ttl ms, 3 has request id (1/0), 4 n,
 //	      then n ids, n jsons, then ne, ne events, then nc, nc pairs (correlator key, id)
@@ -28,6 +35,14 @@ if ARGV[3] == '1' then
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
 local n = tonumber(ARGV[4])
+local sweep = 2 * n + ` + sweepBase + `
+local zs = redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. (redis.call('HGET', KEYS[1], 'ixc') or '0'), '+inf', 'WITHSCORES', 'LIMIT', 0, sweep)
+local cursor = '0'
+if #zs == 2 * sweep then cursor = zs[#zs] end
+for k = 1, #zs, 2 do
+  if redis.call('EXISTS', ARGV[1] .. zs[k]) == 0 then redis.call('ZREM', KEYS[5], zs[k]) end
+end
+redis.call('HSET', KEYS[1], 'ixc', cursor)
 local base = redis.call('INCRBY', KEYS[3], n) - n
 local ids = {}
 for i = 1, n do
@@ -146,27 +161,82 @@ func (s *Store) GetCommand(ctx context.Context, id string) (*engine.Command, str
 	return &c, raw, nil
 }
 
+// sweepBase is how many listing-index entries an enqueue checks besides twice the number
+// of commands it adds (enqueueScript).
+const sweepBase = "32"
+
+// listScript reads a page of a device's commands in queue order: the records of the first
+// ARGV[3] commands after position ARGV[2] whose records still exist, removing from the
+// listing index the entries whose records expired on the way (so pages are full). It reads
+// ahead one more live command to know whether there is a next page, and examines at most
+// ARGV[4] entries: when it stops there, the page may be short and its next position is the
+// last one examined. It returns {next position (0 = no more), record, record, ...}.
+//
+//	KEYS: 1 all-commands index; ARGV: 1 command prefix, 2 after, 3 n, 4 max entries examined
+var listScript = redis.NewScript(`
+local n, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {0}
+local after = ARGV[2]
+local lastLive = nil
+while budget > 0 do
+  local zs = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, math.min(budget, n + 1))
+  if #zs == 0 then return out end
+  for k = 1, #zs, 2 do
+    budget = budget - 1
+    after = zs[k + 1]
+    local rec = redis.call('GET', ARGV[1] .. zs[k])
+    if not rec then
+      redis.call('ZREM', KEYS[1], zs[k])
+    elseif #out == n + 1 then
+      out[1] = lastLive
+      return out
+    else
+      out[#out + 1] = rec
+      lastLive = zs[k + 1]
+    end
+  end
+end
+out[1] = after
+return out
+`)
+
 // ListCommands pages through a device's commands in queue order. The page token is the
-// last position returned.
+// last position returned. Entries of expired records are skipped and removed from the
+// listing index; a page is short only when more than maxListScan entries had to be
+// examined for it (a long run of expired ones), and then it still has a next position. One
+// round trip.
 func (s *Store) ListCommands(ctx context.Context, deviceID string, after int64, n int) ([]*engine.Command, int64, error) {
-	zs, err := s.rdb.ZRangeByScoreWithScores(ctx, s.allKey(deviceID), &redis.ZRangeBy{
-		Min: "(" + strconv.FormatInt(after, 10), Max: "+inf", Count: int64(n) + 1,
-	}).Result()
+	res, err := listScript.Run(ctx, s.rdb, []string{s.allKey(deviceID)}, s.cmdPrefix(deviceID), after, n, n+maxListScan).Slice()
 	if err != nil {
 		return nil, 0, fmt.Errorf("list commands of %s: %w", deviceID, err)
 	}
+	if len(res) == 0 {
+		return nil, 0, fmt.Errorf("list commands of %s: script returned nothing", deviceID)
+	}
 	var next int64
-	if len(zs) > n {
-		zs = zs[:n]
-		next = int64(zs[n-1].Score)
+	switch v := res[0].(type) {
+	case int64:
+		next = v
+	case string:
+		if next, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return nil, 0, fmt.Errorf("list commands of %s: position %q", deviceID, v)
+		}
 	}
-	ids := make([]string, len(zs))
-	for i, z := range zs {
-		ids[i], _ = z.Member.(string)
+	out := make([]*engine.Command, 0, len(res)-1)
+	for _, v := range res[1:] {
+		raw, _ := v.(string)
+		var c engine.Command
+		if err := json.Unmarshal([]byte(raw), &c); err != nil {
+			return nil, 0, fmt.Errorf("decode command of %s: %w", deviceID, err)
+		}
+		out = append(out, &c)
 	}
-	cmds, err := s.getCommands(ctx, deviceID, ids)
-	return cmds, next, err
+	return out, next, nil
 }
+
+// maxListScan bounds the listing-index entries one ListCommands call examines besides its
+// page size.
+const maxListScan = 1000
 
 // groupScript reads a command for cancelling: its record and, when it belongs to an
 // Atomic/Sequence group, the records of the group's other members still in the device's

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -14,24 +15,28 @@ import (
 	"github.com/dmgrid/dmgrid/services/session/internal/engine"
 )
 
-// createScript creates an account only if it does not exist.
+// createScript creates an account only if it does not exist, with a new generation (gen:
+// engine.Account.Gen, so sessions of a deleted account with the same device id are not
+// continued).
 //
-//	KEYS: 1 acct; ARGV: 1 data json, 2 client nonce b64
+//	KEYS: 1 acct; ARGV: 1 data json, 2 client nonce b64, 3 generation
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'data', ARGV[1], 'cn', ARGV[2], 'etag', 1)
+redis.call('HSET', KEYS[1], 'data', ARGV[1], 'cn', ARGV[2], 'etag', 1, 'gen', ARGV[3])
 return 1
 `)
 
-// updateScript replaces the account data if its etag matches (0 = any) and returns what
-// the account holds then besides the data: {1, client nonce, server nonce, new etag}; {-1}
-// when there is no account, {0} when the etag differs.
+// updateScript replaces the account data if its etag matches (0 = any) and it is the same
+// account (generation) and returns what the account holds then besides the data: {1, client
+// nonce, server nonce, new etag}; {-1} when there is no account, {0} when the etag or the
+// generation differs (the device was deleted and created again: its etag starts over).
 //
-//	KEYS: 1 acct; ARGV: 1 data json, 2 expected etag
+//	KEYS: 1 acct; ARGV: 1 data json, 2 expected etag, 3 expected generation
 var updateScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local cur = tonumber(redis.call('HGET', KEYS[1], 'etag') or '0')
 if tonumber(ARGV[2]) ~= 0 and cur ~= tonumber(ARGV[2]) then return {0} end
+if (redis.call('HGET', KEYS[1], 'gen') or '') ~= ARGV[3] then return {0} end
 redis.call('HSET', KEYS[1], 'data', ARGV[1], 'etag', cur + 1)
 local nonces = redis.call('HMGET', KEYS[1], 'cn', 'sn')
 return {1, nonces[1], nonces[2], cur + 1}
@@ -53,7 +58,8 @@ end
 return out
 `)
 
-// deleteScript removes a device's account, queue, listing index and sequence if the
+// deleteScript removes a device's account, queue, listing index, sequence and open-session
+// index if the
 // account's etag matches (0 = any) and the queue is still exactly what the caller read:
 // the same members, each record byte for byte as read (compare-and-set; a session that
 // sent or answered one, a cancel or an enqueue in between makes it change nothing). It
@@ -63,7 +69,7 @@ return out
 // caller unindexes the labels in it), {0} when there is no account, {-1} when the etag
 // differs, {-2} when the queue changed.
 //
-//	KEYS: 1 acct, 2 queue, 3 all-commands index, 4 seq, 5 outbox
+//	KEYS: 1 acct, 2 queue, 3 all-commands index, 4 seq, 5 outbox, 6 open-session index
 //	ARGV: 1 command prefix, 2 expected etag, 3 command ttl ms, 4 n, then per queued
 //	command: id, record as read, new record ("" = leave), event ("" = none); then the
 //	last event ("" = none)
@@ -85,7 +91,7 @@ for k = 0, n - 1 do
 end
 local last = ARGV[5 + 4 * n]
 if last ~= '' then redis.call('RPUSH', KEYS[5], last) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6])
 return {1, acct[1] or ''}
 `)
 
@@ -96,22 +102,28 @@ func (s *Store) allKey(d string) string { return s.deviceTag(d) + ":all" }
 type NewDevice struct {
 	Account         engine.Account
 	ServerBasicCred string
-	Labels          map[string]string
-	RequestID       string // the create request's id, for idempotent retries
+	// ServerBasicSealed, when ServerBasicCred is empty, is a sealed credential to keep as
+	// it is (Device.ServerBasicSealed of the device being updated).
+	ServerBasicSealed string
+	Labels            map[string]string
+	RequestID         string // the create request's id, for idempotent retries
 }
 
 func (s *Store) encodeAccount(d NewDevice, created, now time.Time) (string, error) {
 	st := storedAccount{Account: d.Account, Labels: d.Labels, RequestID: d.RequestID, Created: created, Updated: now}
 	st.ClientNonce, st.ServerNonce = nil, nil // kept in their own hash fields
-	if d.ServerBasicCred != "" {
+	switch {
+	case d.ServerBasicCred != "":
 		if s.opt.Sealer == nil {
-			return "", errors.New("basic server credentials need a sealing key (DMGRID_SECRET_KEY)")
+			return "", ErrNoSealingKey
 		}
 		sealed, err := s.opt.Sealer.Seal(d.ServerBasicCred, d.Account.DeviceID)
 		if err != nil {
 			return "", err
 		}
 		st.ServerBasicSealed = sealed
+	case d.ServerBasicSealed != "":
+		st.ServerBasicSealed = d.ServerBasicSealed
 	}
 	b, err := json.Marshal(st)
 	return string(b), err
@@ -124,7 +136,11 @@ func (s *Store) CreateDevice(ctx context.Context, d NewDevice, now time.Time) er
 	if err != nil {
 		return fmt.Errorf("create device %s: %w", id, err)
 	}
-	ok, err := createScript.Run(ctx, s.rdb, []string{s.acctKey(id)}, data, nonceArg(d.Account.ClientNonce)).Int()
+	gen := make([]byte, 12)
+	if _, err := rand.Read(gen); err != nil {
+		return fmt.Errorf("create device %s: generation: %w", id, err)
+	}
+	ok, err := createScript.Run(ctx, s.rdb, []string{s.acctKey(id)}, data, nonceArg(d.Account.ClientNonce), base64.RawURLEncoding.EncodeToString(gen)).Int()
 	if err != nil {
 		return fmt.Errorf("create device %s: %w", id, err)
 	}
@@ -158,14 +174,14 @@ func (s *Store) index(ctx context.Context, id string, oldLabels, newLabels map[s
 
 // GetDevice returns a device; ErrNotFound if there is none.
 func (s *Store) GetDevice(ctx context.Context, id string) (*Device, error) {
-	vals, err := s.rdb.HMGet(ctx, s.acctKey(id), "data", "cn", "sn", "etag").Result()
+	vals, err := s.rdb.HMGet(ctx, s.acctKey(id), "data", "cn", "sn", "etag", "gen").Result()
 	if err != nil {
 		return nil, fmt.Errorf("get device %s: %w", id, err)
 	}
 	return s.deviceFrom(vals)
 }
 
-// deviceFrom decodes HMGET data, cn, sn, etag.
+// deviceFrom decodes HMGET data, cn, sn, etag[, gen].
 func (s *Store) deviceFrom(vals []any) (*Device, error) {
 	data, ok := vals[0].(string)
 	if !ok {
@@ -180,6 +196,9 @@ func (s *Store) deviceFrom(vals []any) (*Device, error) {
 	if e, ok := vals[3].(string); ok {
 		fmt.Sscan(e, &d.Etag)
 	}
+	if len(vals) > 4 {
+		d.Account.Gen, _ = vals[4].(string)
+	}
 	return d, nil
 }
 
@@ -187,15 +206,17 @@ func (s *Store) deviceFrom(vals []any) (*Device, error) {
 // device as stored, with its new etag, so the caller needs no second read. It is a
 // compare-and-set on old.Etag: a caller that built d from old (merging the fields it
 // changes) never writes back a stale copy of the others. ErrConflict when the account
-// changed after old was read, ErrNotFound when it is gone. Nonces are kept; the creation
-// time is old's.
+// changed after old was read (or was deleted and created again), ErrNotFound when it is
+// gone. Nonces are kept; the creation time is old's. A basic server credential is sealed
+// again (ErrNoSealingKey without a key), or kept as stored when d carries it in
+// ServerBasicSealed.
 func (s *Store) UpdateDevice(ctx context.Context, old *Device, d NewDevice, now time.Time) (*Device, error) {
 	id := d.Account.DeviceID
 	data, err := s.encodeAccount(d, old.Created, now)
 	if err != nil {
 		return nil, fmt.Errorf("update device %s: %w", id, err)
 	}
-	res, err := updateScript.Run(ctx, s.rdb, []string{s.acctKey(id)}, data, old.Etag).Slice()
+	res, err := updateScript.Run(ctx, s.rdb, []string{s.acctKey(id)}, data, old.Etag, old.Account.Gen).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("update device %s: %w", id, err)
 	}
@@ -217,6 +238,7 @@ func (s *Store) UpdateDevice(ctx context.Context, old *Device, d NewDevice, now 
 		return nil, err
 	}
 	got.Etag, _ = res[3].(int64)
+	got.Account.Gen = old.Account.Gen
 	// The etag matched, so the labels replaced are old's.
 	return got, s.index(ctx, id, old.Labels, d.Labels)
 }
@@ -241,7 +263,7 @@ const deletedInFlight = "no answer before the device was deleted"
 // reads again, at most three times in all (seven round trips), then gives up with
 // ErrConflict.
 func (s *Store) DeleteDevice(ctx context.Context, id string, etag int64, now time.Time, event func(*engine.Command) []byte, last []byte) error {
-	keys := []string{s.acctKey(id), s.queueKey(id), s.allKey(id), s.seqKey(id), s.outboxKey(id)}
+	keys := []string{s.acctKey(id), s.queueKey(id), s.allKey(id), s.seqKey(id), s.outboxKey(id), s.openKey(id)}
 	var res []any
 	for attempt := 0; ; attempt++ {
 		if attempt == 3 {

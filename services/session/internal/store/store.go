@@ -90,6 +90,7 @@ func (s *Store) ridKey(d, rid string) string  { return s.deviceTag(d) + ":rid:" 
 func (s *Store) devicesKey() string           { return s.prefix + ":devices" }
 func (s *Store) labelKey(k, v string) string  { return s.prefix + ":label:" + k + "=" + v }
 func (s *Store) rateKey(who string) string    { return s.prefix + ":rl:" + who }
+func (s *Store) openKey(d string) string      { return s.deviceTag(d) + ":open" }
 
 // CommandDevice recovers the device id from a command id (commands ids embed it, so a
 // command can be found without a global index).
@@ -111,6 +112,10 @@ func NewCommandID(deviceID string, random string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(deviceID)) + "." + random
 }
 
+// ErrNoSealingKey is returned when a basic server credential must be sealed and the store
+// has no key (DMGRID_SECRET_KEY).
+var ErrNoSealingKey = errors.New("basic server credentials need a sealing key (DMGRID_SECRET_KEY)")
+
 // storedAccount is the account as kept in Redis: secrets only hashed or sealed.
 type storedAccount struct {
 	engine.Account
@@ -130,6 +135,11 @@ type Device struct {
 	Created   time.Time
 	Updated   time.Time
 	Etag      int64
+	// ServerBasicSealed is the sealed basic server credential as stored, set only when this
+	// store has no key to open it (Account.ServerBasicCred is then empty). An update keeps
+	// it unchanged (NewDevice.ServerBasicSealed), so a worker without the key never drops
+	// a credential it cannot read.
+	ServerBasicSealed string
 }
 
 func (s *Store) decodeAccount(data, cn, sn string) (*Device, error) {
@@ -144,14 +154,19 @@ func (s *Store) decodeAccount(data, cn, sn string) (*Device, error) {
 	if sn != "" {
 		a.ServerNonce, _ = base64.StdEncoding.DecodeString(sn)
 	}
-	if st.ServerBasicSealed != "" && s.opt.Sealer != nil {
-		plain, err := s.opt.Sealer.Open(st.ServerBasicSealed, a.DeviceID)
-		if err != nil {
-			return nil, fmt.Errorf("open server credential: %w", err)
+	d := &Device{Account: a, Labels: st.Labels, RequestID: st.RequestID, Created: st.Created, Updated: st.Updated, Etag: st.Etag}
+	if st.ServerBasicSealed != "" {
+		if s.opt.Sealer == nil {
+			d.ServerBasicSealed = st.ServerBasicSealed
+		} else {
+			plain, err := s.opt.Sealer.Open(st.ServerBasicSealed, a.DeviceID)
+			if err != nil {
+				return nil, fmt.Errorf("open server credential: %w", err)
+			}
+			d.Account.ServerBasicCred = plain
 		}
-		a.ServerBasicCred = plain
 	}
-	return &Device{Account: a, Labels: st.Labels, RequestID: st.RequestID, Created: st.Created, Updated: st.Updated, Etag: st.Etag}, nil
+	return d, nil
 }
 
 // The session record is a hash: v (version, compared and bumped by Commit), s (the engine's
@@ -162,11 +177,12 @@ func (s *Store) decodeAccount(data, cn, sn string) (*Device, error) {
 
 // loadScript returns, for one device: account fields (data, client nonce, server nonce,
 // DevDetail time), the session's version, record and last body hash, the last reply when
-// ARGV[3] equals that hash, the first ARGV[2] commands of the queue, and the incoming
-// large-object buffer when one is arriving and ARGV[4] is 1. Command keys are built from the device's own hash tag, so they are
-// in the script's slot.
+// ARGV[3] equals that hash, the first ARGV[2] commands of the queue, the incoming
+// large-object buffer when one is arriving and ARGV[4] is 1, the account's generation and
+// the open-session index (sid, entry, ...). Command keys are built from the device's own
+// hash tag, so they are in the script's slot.
 var loadScript = redis.NewScript(`
-local acct = redis.call('HMGET', KEYS[1], 'data', 'cn', 'sn', 'dd')
+local acct = redis.call('HMGET', KEYS[1], 'data', 'cn', 'sn', 'dd', 'gen')
 local sess = redis.call('HMGET', KEYS[2], 'v', 's', 'h', 'l')
 local reply = false
 if sess[3] and ARGV[3] ~= '' and sess[3] == ARGV[3] then reply = redis.call('HGET', KEYS[2], 'r') end
@@ -179,7 +195,8 @@ end
 local lo = false
 if sess[4] == '1' and ARGV[4] == '1' then lo = redis.call('GET', KEYS[4]) end
 return {acct[1] or false, acct[2] or false, acct[3] or false, acct[4] or false,
-  sess[1] or false, sess[2] or false, sess[3] or false, reply or false, cmds, lo}
+  sess[1] or false, sess[2] or false, sess[3] or false, reply or false, cmds, lo,
+  acct[5] or false, redis.call('HGETALL', KEYS[5])}
 `)
 
 // Load reads everything the engine needs for one message in one round trip. bodyHash is
@@ -187,7 +204,7 @@ return {acct[1] or false, acct[2] or false, acct[3] or false, acct[4] or false,
 // it matches the last message's. needLO (engine.NeedsLOBuffer of the message) asks for the
 // chunks of an incoming large object received so far; without it they stay in Redis.
 func (s *Store) Load(ctx context.Context, deviceID, sessionID, bodyHash string, needLO bool) (engine.State, error) {
-	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.loKey(deviceID, sessionID)}
+	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.loKey(deviceID, sessionID), s.openKey(deviceID)}
 	lo := "0"
 	if needLO {
 		lo = "1"
@@ -196,7 +213,7 @@ func (s *Store) Load(ctx context.Context, deviceID, sessionID, bodyHash string, 
 	if err != nil {
 		return engine.State{}, fmt.Errorf("load device %s: %w", deviceID, err)
 	}
-	if len(res) != 10 {
+	if len(res) != 12 {
 		return engine.State{}, fmt.Errorf("load device %s: script returned %d values", deviceID, len(res))
 	}
 	var st engine.State
@@ -212,6 +229,18 @@ func (s *Store) Load(ctx context.Context, deviceID, sessionID, bodyHash string, 
 			if ms, err := strconv.ParseInt(dd, 10, 64); err == nil {
 				st.Account.DevDetailAt = time.UnixMilli(ms)
 			}
+		}
+		st.Account.Gen, _ = res[10].(string)
+	}
+	if list, ok := res[11].([]any); ok {
+		for i := 0; i+1 < len(list); i += 2 {
+			sid, _ := list[i].(string)
+			raw, _ := list[i+1].(string)
+			o, err := decodeOpen(sid, raw)
+			if err != nil {
+				return st, fmt.Errorf("decode open session %s/%s: %w", deviceID, sid, err)
+			}
+			st.Open = append(st.Open, o)
 		}
 	}
 	if raw, ok := res[5].(string); ok {
@@ -240,6 +269,28 @@ func (s *Store) Load(ctx context.Context, deviceID, sessionID, bodyHash string, 
 		}
 	}
 	return st, nil
+}
+
+// The open-session index (<p>:{d:ID}:open) is a hash: session id → "<last active, unix
+// ms> <messages> <completed commands>" of each session of the device that has not ended.
+// Commit keeps the entry of the session it writes (removed when the session ends) and
+// removes the entries of sessions the engine found timed out, comparing each with the
+// entry loaded, so a timed-out session's session_ended is committed once. The index
+// expires with finished commands (CommandTTL) after its last write: a device silent for
+// longer gets no TIMED_OUT for a session it abandoned (there is no sweeper).
+
+func encodeOpen(s *engine.Session) string {
+	return strconv.FormatInt(s.LastActive.UnixMilli(), 10) + " " + strconv.Itoa(s.Messages) + " " + strconv.Itoa(s.Completed)
+}
+
+func decodeOpen(sid, raw string) (engine.OpenSession, error) {
+	o := engine.OpenSession{ID: sid, Stored: raw}
+	var ms int64
+	if _, err := fmt.Sscanf(raw, "%d %d %d", &ms, &o.Messages, &o.Completed); err != nil {
+		return o, fmt.Errorf("entry %q: %w", raw, err)
+	}
+	o.LastActive = time.UnixMilli(ms)
+	return o, nil
 }
 
 // decodeSession rebuilds a session from its hash fields v, s, h and (when returned) r.
@@ -271,7 +322,8 @@ func decodeSession(v any, raw string, h, r any) (*engine.Session, error) {
 
 // commitScript applies an engine Output atomically.
 //
-//	KEYS: 1 acct, 2 session, 3 queue, 4 outbox, 5 seq, 6 all-commands index, 7 large-object buffer
+//	KEYS: 1 acct, 2 session, 3 queue, 4 outbox, 5 seq, 6 all-commands index, 7 large-object buffer,
+//	      8 open-session index
 //	ARGV: 1 expected session version (0 = must not exist), 2 session json ("" = leave;
 //	      otherwise 9.. carry its last body hash and reply), 3 session ttl ms, 4 client nonce b64 ("" = keep), 5 server nonce b64,
 //	      6 command key prefix, 7 command ttl ms (terminal), 8 n commands, then per command:
@@ -280,14 +332,32 @@ func decodeSession(v any, raw string, h, r any) (*engine.Session, error) {
 //	      DevDetail policy time in unix ms ("" = keep); then large-object reset (1/0) and
 //	      the bytes to append to the incoming large-object buffer (KEYS 7); then the
 //	      session's last body hash and last reply (hash fields h and r) and whether it is
-//	      receiving a large object (l: 1/0).
+//	      receiving a large object (l: 1/0); then (the tail, t below) whether an account
+//	      was loaded (1/0) and its generation; the session's own index entry: op ("set",
+//	      "del" or "" to leave), session id, entry; then n timed-out sessions, each: id,
+//	      entry as loaded.
 //
-// A session version mismatch, or a command whose record is not the one the engine saw
-// (cancelled or sent by another session meanwhile), aborts with 0 and changes nothing.
+// A session version mismatch, an account that is gone or another one (deleted, created
+// again), a command whose record is not the one the engine saw (cancelled or sent by
+// another session meanwhile) or a timed-out session whose index entry changed (ended by
+// another worker, or continued) aborts with 0 and changes nothing.
 var commitScript = redis.NewScript(`
 local have = tonumber(redis.call('HGET', KEYS[2], 'v') or '0')
 if have ~= tonumber(ARGV[1]) then return 0 end
 local n = tonumber(ARGV[8])
+local t = 9 + 4 * n
+t = t + 1 + tonumber(ARGV[t])
+t = t + 1 + tonumber(ARGV[t])
+t = t + 1 + tonumber(ARGV[t])
+t = t + 6
+if ARGV[t] == '1' then
+  if redis.call('HEXISTS', KEYS[1], 'data') == 0 then return 0 end
+  if (redis.call('HGET', KEYS[1], 'gen') or '') ~= ARGV[t + 1] then return 0 end
+end
+local nt = tonumber(ARGV[t + 5])
+for k = 1, nt do
+  if redis.call('HGET', KEYS[8], ARGV[t + 4 + 2 * k]) ~= ARGV[t + 5 + 2 * k] then return 0 end
+end
 local i = 9
 for k = 1, n do
   local id, want = ARGV[i], ARGV[i + 1]
@@ -333,6 +403,13 @@ i = i + 2
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[2], 'v', have + 1, 's', ARGV[2], 'h', ARGV[i], 'r', ARGV[i + 1], 'l', ARGV[i + 2])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+for k = 1, nt do redis.call('HDEL', KEYS[8], ARGV[t + 4 + 2 * k]) end
+if ARGV[t + 2] == 'set' then
+  redis.call('HSET', KEYS[8], ARGV[t + 3], ARGV[t + 4])
+  redis.call('PEXPIRE', KEYS[8], ARGV[7])
+elseif ARGV[t + 2] == 'del' then
+  redis.call('HDEL', KEYS[8], ARGV[t + 3])
 end
 return 1
 `)
@@ -414,7 +491,26 @@ func (s *Store) Commit(ctx context.Context, deviceID, sessionID string, loaded e
 		inLO = "1"
 	}
 	args = append(args, reset, out.LOAppend, lastHash, lastReply, inLO)
-	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.outboxKey(deviceID), s.seqKey(deviceID), s.allKey(deviceID), s.loKey(deviceID, sessionID)}
+	// The account the engine saw must still be there (not deleted, not created again).
+	if a := loaded.Account; a != nil {
+		args = append(args, "1", a.Gen)
+	} else {
+		args = append(args, "0", "")
+	}
+	// The session's entry in the open-session index, and the timed-out ones to remove.
+	switch {
+	case out.Session == nil:
+		args = append(args, "", "", "")
+	case out.Session.Ended:
+		args = append(args, "del", sessionID, "")
+	default:
+		args = append(args, "set", sessionID, encodeOpen(out.Session))
+	}
+	args = append(args, len(out.TimedOut))
+	for _, o := range out.TimedOut {
+		args = append(args, o.ID, o.Stored)
+	}
+	keys := []string{s.acctKey(deviceID), s.sessKey(deviceID, sessionID), s.queueKey(deviceID), s.outboxKey(deviceID), s.seqKey(deviceID), s.allKey(deviceID), s.loKey(deviceID, sessionID), s.openKey(deviceID)}
 	n, err := commitScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {
 		return fmt.Errorf("commit device %s session %s: %w", deviceID, sessionID, err)
@@ -432,15 +528,26 @@ func nonceArg(n []byte) string {
 	return base64.StdEncoding.EncodeToString(n)
 }
 
+// rateScript counts an attempt in a fixed window: the expiry is set only when the counter
+// is created (or, should a counter have none, at its next attempt), so attempts inside the
+// window do not push its end out.
+//
+//	KEYS: 1 counter; ARGV: 1 window ms
+var rateScript = redis.NewScript(`
+local n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+`)
+
 // AllowChallenge rate-limits challenges to devices that fail authentication or are unknown:
-// at most limit per window per key (device id). It is the only state such a device creates.
+// at most limit per window per key (device id), the window starting at the first attempt
+// after the previous one ended, so a device that keeps failing is answered again once per
+// window (a fixed window: at most 2 × limit in any span of one window). It is the only state
+// such a device creates. One round trip.
 func (s *Store) AllowChallenge(ctx context.Context, who string, limit int64, window time.Duration) (bool, error) {
-	k := s.rateKey(who)
-	pipe := s.rdb.Pipeline()
-	incr := pipe.Incr(ctx, k)
-	pipe.PExpire(ctx, k, window)
-	if _, err := pipe.Exec(ctx); err != nil {
+	n, err := rateScript.Run(ctx, s.rdb, []string{s.rateKey(who)}, window.Milliseconds()).Int64()
+	if err != nil {
 		return false, fmt.Errorf("rate limit %s: %w", who, err)
 	}
-	return incr.Val() <= limit, nil
+	return n <= limit, nil
 }
