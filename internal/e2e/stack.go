@@ -33,6 +33,7 @@ import (
 	commandv1 "github.com/dmgrid/dmgrid/proto/dmgrid/command/v1"
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
 
+	"github.com/dmgrid/dmgrid/internal/telemetry"
 	"github.com/dmgrid/dmgrid/internal/testredis"
 	"github.com/dmgrid/dmgrid/services/gateway"
 	"github.com/dmgrid/dmgrid/services/session"
@@ -67,6 +68,8 @@ type Options struct {
 	Prefix string
 	// LameDuck is the gateway's lame-duck period on stop (default 0: shut down at once).
 	LameDuck time.Duration
+	// GatewayTelemetry, when set, is the gateway's telemetry (e.g. to read its metrics).
+	GatewayTelemetry *telemetry.Telemetry
 	// RedisHooks are added to every session worker's Redis client, restarted workers
 	// included (e.g. to count round trips).
 	RedisHooks []redis.Hook
@@ -233,7 +236,7 @@ func Start(tb TB, opt Options) *Stack {
 		}
 	}
 	st.gwCfg = gateway.Config{Path: "/dm", SessionAddr: strings.Join(st.GRPCAddrs, ","), MaxBodyBytes: 4 << 20,
-		RequestTimeout: 20 * time.Second, LameDuck: opt.LameDuck}
+		RequestTimeout: 20 * time.Second, LameDuck: opt.LameDuck, Telemetry: opt.GatewayTelemetry}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

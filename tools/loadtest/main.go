@@ -54,6 +54,7 @@ import (
 
 	"github.com/dmgrid/dmgrid/internal/e2e"
 	"github.com/dmgrid/dmgrid/internal/gctune"
+	"github.com/dmgrid/dmgrid/internal/telemetry"
 	"github.com/dmgrid/dmgrid/internal/testredis"
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
 	"github.com/dmgrid/dmgrid/pkg/dmsim"
@@ -228,6 +229,9 @@ type report struct {
 	halfP50         float64
 	halfP95         float64
 	halfP99         float64
+	halfGwP50       float64 // the gateway's histogram: bucket upper bounds, ms
+	halfGwP99       float64
+	halfGwN         float64
 	halfFailed      int64
 	echoPacedRate   float64
 	echoPacedP50    float64
@@ -277,6 +281,7 @@ func run(c config) int {
 	hook := newRTHook()
 	var st *target
 	var ps *procStack
+	var gwMetrics string // the gateway's /metrics, for its own view of message latency
 	if c.processes || c.split {
 		if c.processes {
 			ps, err = startProcesses(ctx, c, redisURL, "lt", logw)
@@ -289,6 +294,7 @@ func run(c config) int {
 		}
 		env.Cleanup(ps.stop)
 		st, hook.scrape, c.echoURL = &ps.target, ps.redisRoundTrips, ps.echoURL
+		gwMetrics = ps.gatewayMetrics()
 		otherCPU = func() time.Duration {
 			var d time.Duration
 			for _, v := range ps.cpu() {
@@ -297,8 +303,19 @@ func run(c config) int {
 			return d
 		}
 	} else {
+		gwTel, err := telemetry.New(ctx, telemetry.Options{Service: "dmgrid-gateway"})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "loadtest: %v\n", err)
+			return 1
+		}
+		if lis, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
+			srv := &http.Server{Handler: gwTel.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+			go srv.Serve(lis)
+			env.Cleanup(func() { srv.Close() })
+			gwMetrics = "http://" + lis.Addr().String() + "/metrics"
+		}
 		es := e2e.Start(env, e2e.Options{Workers: c.workers, RedisURL: redisURL, Prefix: "lt", RedisHooks: []redis.Hook{hook}, Logger: log,
-			OutboxScan: 10 * time.Second, OutboxLinger: c.outboxLinger}) // production's default (DMGRID_OUTBOX_SCAN)
+			OutboxScan: 10 * time.Second, OutboxLinger: c.outboxLinger, GatewayTelemetry: gwTel}) // production's default (DMGRID_OUTBOX_SCAN)
 		st = &target{URL: es.URL, Prefix: es.Prefix, Devices: es.Devices, Commands: es.Commands}
 	}
 
@@ -430,12 +447,23 @@ func run(c config) int {
 				}
 			}
 		}
+		var gw0 gatewayHistogram
+		if gwMetrics != "" {
+			gw0, _ = scrapeGatewayHistogram(ctx, gwMetrics)
+		}
 		d, err := runSessions(ctx, label, devs, c.concurrency, func(int) dmsim.Transport { return paced }, opt, rep, paced)
 		if c.traceFile != "" {
 			trace.Stop()
 		}
 		if err != nil {
 			return abort(rep, err)
+		}
+		if gwMetrics != "" {
+			if gw1, err := scrapeGatewayHistogram(ctx, gwMetrics); err == nil {
+				if q, n, ok := gw1.quantiles(gw0, 0.5, 0.99); ok {
+					rep.halfGwP50, rep.halfGwP99, rep.halfGwN = q[0], q[1], n
+				}
+			}
 		}
 		rep.halfAchieved = float64(paced.ok.Load()) / d.Seconds()
 		rep.halfP50, rep.halfP95, rep.halfP99 = paced.lat.percentiles()
@@ -964,6 +992,10 @@ func printReport(c config, r *report) {
 	if r.halfTarget > 0 {
 		fmt.Printf("paced at %.0f%% of peak (%.0f messages/s): achieved %.0f/s; latency p50 %.2f ms, p95 %.2f ms, p99 %.2f ms (goal p99 < 10 ms); %d posts failed and were retried\n",
 			100*c.halfFraction, r.halfTarget, r.halfAchieved, r.halfP50, r.halfP95, r.halfP99, r.halfFailed)
+		if r.halfGwN > 0 {
+			fmt.Printf("  seen by the gateway (its dmgrid_gateway_message_duration_seconds, request read to reply written; bucket upper bounds): p50 ≤ %g ms, p99 ≤ %g ms over %.0f messages\n",
+				r.halfGwP50, r.halfGwP99, r.halfGwN)
+		}
 		fmt.Printf("  control: the bare echo handler paced the same way: %.0f/s, latency p50 %.2f ms, p99 %.2f ms\n", r.echoPacedRate, r.echoPacedP50, r.echoPacedP99)
 		if r.halfAchieved < 0.95*r.halfTarget {
 			fmt.Printf("  (the paced rate was not reached: the machine had less capacity than during the peak run, so this run was saturated too and its latency is not the half-load latency)\n")
@@ -998,8 +1030,8 @@ func printReport(c config, r *report) {
 	}
 	fmt.Printf("RESULT sessions_per_s=%.0f msgs_per_s=%.0f ceiling_per_s=%.0f ratio=%.3f p50_ms=%.2f p99_ms=%.2f redis_rt_per_msg=%.2f errors=%d"+
 		" p95_ms=%.2f half_msgs_per_s=%.0f half_p50_ms=%.2f half_p99_ms=%.2f redis_rt_per_msg_request=%.2f mem_per_device_b=%.0f mem_per_live_session_b=%.0f devices=%d registered=%d concurrency=%d"+
-		" echo_half_p99_ms=%.2f grown_registered=%d flat_before_msgs_per_s=%.0f grown_msgs_per_s=%.0f flat=%.3f flat_vs_ceiling=%.3f ratio_bound_without_services=%.3f\n",
+		" echo_half_p99_ms=%.2f grown_registered=%d flat_before_msgs_per_s=%.0f grown_msgs_per_s=%.0f flat=%.3f flat_vs_ceiling=%.3f ratio_bound_without_services=%.3f half_gateway_p99_ms=%g\n",
 		sessRate, peakRate, r.ceilingPerS, ratio, r.p50, r.p99, rtPerMsg, len(r.errors),
 		r.p95, r.halfAchieved, r.halfP50, r.halfP99, rtReqPerMsg, r.memPerDevice, r.memPerLive, c.devices, c.registered, c.concurrency,
-		r.echoPacedP99, r.growTotal, r.flatRateBefore, r.growPeakRate, flat, flatNorm, bound)
+		r.echoPacedP99, r.growTotal, r.flatRateBefore, r.growPeakRate, flat, flatNorm, bound, r.halfGwP99)
 }

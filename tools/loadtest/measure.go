@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -388,4 +389,90 @@ func commandStats(ctx context.Context, rdb *redis.Client) map[string]cmdStat {
 		out[strings.TrimPrefix(name, "cmdstat_")] = st
 	}
 	return out
+}
+
+// gatewayHistogram is the gateway's dmgrid_gateway_message_duration_seconds histogram as
+// scraped from its /metrics: cumulative counts per upper bound (summed over label sets).
+type gatewayHistogram struct {
+	le  []float64 // ascending, +Inf last
+	cum []float64
+}
+
+const gatewayDurationBucket = "dmgrid_gateway_message_duration_seconds_bucket{"
+
+// scrapeGatewayHistogram reads the histogram from a Prometheus text endpoint.
+func scrapeGatewayHistogram(ctx context.Context, url string) (gatewayHistogram, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return gatewayHistogram{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return gatewayHistogram{}, err
+	}
+	defer resp.Body.Close()
+	sum := map[float64]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, gatewayDurationBucket) {
+			continue
+		}
+		_, rest, ok := strings.Cut(l, `le="`)
+		if !ok {
+			continue
+		}
+		le, rest, ok := strings.Cut(rest, `"`)
+		if !ok {
+			continue
+		}
+		b, err1 := strconv.ParseFloat(le, 64) // "+Inf" parses as +Inf
+		_, val, _ := strings.Cut(rest, "} ")
+		n, err2 := strconv.ParseFloat(strings.Fields(val + " 0")[0], 64)
+		if err1 != nil || err2 != nil {
+			return gatewayHistogram{}, fmt.Errorf("bad bucket line %q", l)
+		}
+		sum[b] += n
+	}
+	if err := sc.Err(); err != nil {
+		return gatewayHistogram{}, err
+	}
+	var h gatewayHistogram
+	for b := range sum {
+		h.le = append(h.le, b)
+	}
+	slices.Sort(h.le)
+	for _, b := range h.le {
+		h.cum = append(h.cum, sum[b])
+	}
+	return h, nil
+}
+
+// quantiles of the messages observed between two scrapes (after minus before), as the
+// upper bounds of the buckets holding them (the histogram's resolution), in ms; ok is false
+// when nothing was observed or the bucket bounds differ.
+func (after gatewayHistogram) quantiles(before gatewayHistogram, qs ...float64) (out []float64, n float64, ok bool) {
+	if len(after.le) == 0 || (len(before.le) > 0 && !slices.Equal(before.le, after.le)) {
+		return nil, 0, false
+	}
+	d := slices.Clone(after.cum)
+	if len(before.cum) > 0 {
+		for i := range d {
+			d[i] -= before.cum[i]
+		}
+	}
+	n = d[len(d)-1]
+	if n <= 0 {
+		return nil, 0, false
+	}
+	for _, q := range qs {
+		for i, c := range d {
+			if c >= q*n {
+				out = append(out, 1000*after.le[i])
+				break
+			}
+		}
+	}
+	return out, n, true
 }

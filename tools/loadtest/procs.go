@@ -56,6 +56,17 @@ type procStack struct {
 	echoURL  string // -split: the echo handler, served by the services process
 }
 
+// gatewayMetrics is the URL of the gateway's Prometheus metrics: the gateway process's
+// (-processes) or the services process's (-split).
+func (ps *procStack) gatewayMetrics() string {
+	for _, ch := range ps.children {
+		if (ch.tier == "gateway" || ch.tier == "services") && ch.metrics != "" {
+			return ch.metrics + "/metrics"
+		}
+	}
+	return ""
+}
+
 func freeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dmgrid/dmgrid/internal/e2e"
+	"github.com/dmgrid/dmgrid/internal/telemetry"
 )
 
 // serveInfo is what the services process (-serve) prints on its first stdout line.
@@ -26,7 +27,7 @@ type serveInfo struct {
 	URL     string   `json:"url"`     // gateway DM URL
 	GRPC    []string `json:"grpc"`    // session workers
 	Echo    string   `json:"echo"`    // the bare echo handler (the ceiling)
-	Control string   `json:"control"` // /rt (Redis round trips), /gc, /debug/pprof/
+	Control string   `json:"control"` // /rt (Redis round trips), /gc, /debug/pprof/, /metrics (the gateway's)
 }
 
 // serve is the services process of -split: the gateway and c.workers session workers in
@@ -37,8 +38,13 @@ func serve(c config) int {
 	env := e2e.NewEnv("loadtest-services", logw)
 	defer env.Close()
 	hook := newRTHook()
+	gwTel, err := telemetry.New(context.Background(), telemetry.Options{Service: "dmgrid-gateway"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest -serve:", err)
+		return 1
+	}
 	es := e2e.Start(env, e2e.Options{Workers: c.workers, RedisURL: c.serveRedis, NATSURL: c.serveNATS, Prefix: "lt", RedisHooks: []redis.Hook{hook}, Logger: log,
-		OutboxScan: 10 * time.Second, OutboxLinger: c.outboxLinger})
+		OutboxScan: 10 * time.Second, OutboxLinger: c.outboxLinger, GatewayTelemetry: gwTel})
 	listen := func(h http.Handler) (string, error) {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -61,6 +67,7 @@ func serve(c config) int {
 		json.NewEncoder(w).Encode([2]float64{gc, total})
 	})
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.Handle("/metrics", gwTel.MetricsHandler()) // the gateway's own metrics
 	control, err := listen(mux)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest -serve:", err)
