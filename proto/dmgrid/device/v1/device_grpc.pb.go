@@ -51,8 +51,10 @@ type DeviceServiceClient interface {
 	ListDevices(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*ListDevicesResponse, error)
 	// UpdateDevice changes the fields named in update_mask.
 	UpdateDevice(ctx context.Context, in *UpdateDeviceRequest, opts ...grpc.CallOption) (*UpdateDeviceResponse, error)
-	// DeleteDevice removes a device, its session state and its queued commands (which become
-	// CANCELLED). A device that is in a session sees the session end at its next message.
+	// DeleteDevice removes a device and its queued commands (which become CANCELLED). A device
+	// that is in a session sees the session end at its next message: a session is never
+	// continued for another account, even one created again with the same device_id (its
+	// records expire on their own).
 	// Commands already sent to the device and not yet answered become FAILED with error set:
 	// their answer can no longer arrive (an unanswered command the server will not send again
 	// fails the same way after an aborted session). Commands that had finished keep their
@@ -138,8 +140,10 @@ type DeviceServiceServer interface {
 	ListDevices(context.Context, *ListDevicesRequest) (*ListDevicesResponse, error)
 	// UpdateDevice changes the fields named in update_mask.
 	UpdateDevice(context.Context, *UpdateDeviceRequest) (*UpdateDeviceResponse, error)
-	// DeleteDevice removes a device, its session state and its queued commands (which become
-	// CANCELLED). A device that is in a session sees the session end at its next message.
+	// DeleteDevice removes a device and its queued commands (which become CANCELLED). A device
+	// that is in a session sees the session end at its next message: a session is never
+	// continued for another account, even one created again with the same device_id (its
+	// records expire on their own).
 	// Commands already sent to the device and not yet answered become FAILED with error set:
 	// their answer can no longer arrive (an unanswered command the server will not send again
 	// fails the same way after an aborted session). Commands that had finished keep their
