@@ -24,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -138,6 +139,22 @@ func StartNATS(tb TB) *server.Server {
 	}
 	tb.Cleanup(ns.Shutdown)
 	return ns
+}
+
+// JetStream connects to ns (from StartNATS) and returns a JetStream client of it; the
+// connection closes when the test ends.
+func JetStream(tb TB, ns *server.Server) jetstream.JetStream {
+	tb.Helper()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		tb.Fatalf("connect to nats-server: %v", err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatalf("jetstream: %v", err)
+	}
+	return js
 }
 
 func testLogger() *slog.Logger {

@@ -32,15 +32,7 @@ type eventRig struct {
 func newEventRig(t *testing.T, deadLetterStream string) *eventRig {
 	t.Helper()
 	ns := e2e.StartNATS(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := e2e.JetStream(t, ns)
 	if _, err := js.CreateStream(context.Background(), events.StreamConfig(events.DefaultStream)); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -398,44 +399,65 @@ type gatewayHistogram struct {
 	cum []float64
 }
 
-const gatewayDurationBucket = "dmgrid_gateway_message_duration_seconds_bucket{"
-
-// scrapeGatewayHistogram reads the histogram from a Prometheus text endpoint.
-func scrapeGatewayHistogram(ctx context.Context, url string) (gatewayHistogram, error) {
+// scrapeSeries reads a Prometheus text endpoint and calls each for every sample of the
+// series name (with labels), passing a lookup of its label values and its value.
+func scrapeSeries(ctx context.Context, url, name string, each func(label func(string) string, v float64)) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return gatewayHistogram{}, err
+		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return gatewayHistogram{}, err
+		return err
 	}
 	defer resp.Body.Close()
-	sum := map[float64]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		l := sc.Text()
-		if !strings.HasPrefix(l, gatewayDurationBucket) {
-			continue
-		}
-		_, rest, ok := strings.Cut(l, `le="`)
+		labels, ok := strings.CutPrefix(l, name+"{")
 		if !ok {
 			continue
 		}
-		le, rest, ok := strings.Cut(rest, `"`)
+		labels, val, ok := strings.Cut(labels, "} ")
 		if !ok {
 			continue
 		}
-		b, err1 := strconv.ParseFloat(le, 64) // "+Inf" parses as +Inf
-		_, val, _ := strings.Cut(rest, "} ")
-		n, err2 := strconv.ParseFloat(strings.Fields(val + " 0")[0], 64)
-		if err1 != nil || err2 != nil {
-			return gatewayHistogram{}, fmt.Errorf("bad bucket line %q", l)
+		v, err := strconv.ParseFloat(strings.Fields(val + " 0")[0], 64)
+		if err != nil {
+			return fmt.Errorf("bad sample %q", l)
+		}
+		each(func(k string) string {
+			// k="value" at the start or after a comma (not the end of another label's name).
+			for rest := labels; ; {
+				i := strings.Index(rest, k+`="`)
+				if i < 0 {
+					return ""
+				}
+				if i == 0 || rest[i-1] == ',' {
+					v, _, _ := strings.Cut(rest[i+len(k)+2:], `"`)
+					return v
+				}
+				rest = rest[i+1:]
+			}
+		}, v)
+	}
+	return sc.Err()
+}
+
+// scrapeGatewayHistogram reads the histogram from a Prometheus text endpoint.
+func scrapeGatewayHistogram(ctx context.Context, url string) (gatewayHistogram, error) {
+	sum := map[float64]float64{}
+	var bad error
+	err := scrapeSeries(ctx, url, "dmgrid_gateway_message_duration_seconds_bucket", func(label func(string) string, n float64) {
+		b, err := strconv.ParseFloat(label("le"), 64) // "+Inf" parses as +Inf
+		if err != nil {
+			bad = fmt.Errorf("bucket bound %q", label("le"))
+			return
 		}
 		sum[b] += n
-	}
-	if err := sc.Err(); err != nil {
+	})
+	if err = errors.Join(err, bad); err != nil {
 		return gatewayHistogram{}, err
 	}
 	var h gatewayHistogram

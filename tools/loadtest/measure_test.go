@@ -14,7 +14,7 @@ func TestGatewayHistogramQuantiles(t *testing.T) {
 	page := ""
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(page)) }))
 	defer srv.Close()
-	const a, b = `dmgrid_gateway_message_duration_seconds_bucket{encoding="xml",status="200",le="`, `dmgrid_gateway_message_duration_seconds_bucket{encoding="wbxml",status="200",le="`
+	const a, b = `dmgrid_gateway_message_duration_seconds_bucket{encoding="xml",handle="0.5",status="200",le="`, `dmgrid_gateway_message_duration_seconds_bucket{encoding="wbxml",status="200",le="`
 	page = "# TYPE x histogram\n" + a + `0.001"} 10` + "\n" + a + `0.005"} 10` + "\n" + a + `0.01"} 10` + "\n" + a + `+Inf"} 10` + "\n" +
 		b + `0.001"} 0` + "\n" + b + `0.005"} 0` + "\n" + b + `0.01"} 0` + "\n" + b + `+Inf"} 0` + "\n" +
 		"dmgrid_gateway_message_duration_seconds_sum 1\n"

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -330,29 +329,9 @@ func (ps *procStack) redisRoundTrips() map[string]int64 {
 
 func scrapeRedisCounts(url string) map[string]int64 {
 	out := map[string]int64{}
-	resp, err := http.Get(url)
-	if err != nil {
-		return out
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	const name = "dmgrid_redis_duration_seconds_count{"
-	for sc.Scan() {
-		l := sc.Text()
-		if !strings.HasPrefix(l, name) {
-			continue
-		}
-		_, rest, ok := strings.Cut(l, `cmd="`)
-		if !ok {
-			continue
-		}
-		cmd, _, _ := strings.Cut(rest, `"`)
-		v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
-		if err == nil {
-			out[cmd] += int64(v)
-		}
-	}
+	scrapeSeries(context.Background(), url, "dmgrid_redis_duration_seconds_count", func(label func(string) string, v float64) {
+		out[label("cmd")] += int64(v)
+	})
 	return out
 }
 

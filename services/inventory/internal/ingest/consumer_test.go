@@ -32,15 +32,7 @@ type rig struct {
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	ns := e2e.StartNATS(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := e2e.JetStream(t, ns)
 	st := store.New(testredis.Client(t), testredis.Prefix(t), store.Options{})
 	if err := st.Load(context.Background()); err != nil {
 		t.Fatal(err)
