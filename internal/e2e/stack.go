@@ -27,13 +27,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
 	commandv1 "github.com/dmgrid/dmgrid/proto/dmgrid/command/v1"
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
 
+	"github.com/dmgrid/dmgrid/internal/grpctls"
+	"github.com/dmgrid/dmgrid/internal/grpctls/grpctlstest"
 	"github.com/dmgrid/dmgrid/internal/telemetry"
 	"github.com/dmgrid/dmgrid/internal/testredis"
 	"github.com/dmgrid/dmgrid/services/gateway"
@@ -84,6 +85,28 @@ type Options struct {
 	// NATSURL uses this NATS server (with JetStream) instead of an embedded one; Stack.NATS
 	// is then nil.
 	NATSURL string
+	// TLS runs every gRPC link of the stack over mutual TLS, with certificates made for the
+	// stack (Stack.TLS): the workers serve TLS and require client certificates; the gateway
+	// and the stack's API clients verify them and present one.
+	TLS bool
+}
+
+// StackTLS is the stack's PKI (Options.TLS): one CA, the workers' server certificate (for
+// 127.0.0.1, ::1 and localhost) and a client certificate that CA signed.
+type StackTLS struct {
+	CA                    *grpctlstest.CA
+	ServerCert, ServerKey string
+	ClientCert, ClientKey string
+}
+
+// Server is the workers' server configuration (mutual TLS).
+func (t *StackTLS) Server() grpctls.ServerConfig {
+	return grpctls.ServerConfig{CertFile: t.ServerCert, KeyFile: t.ServerKey, ClientCAFile: t.CA.CAFile}
+}
+
+// Client is a client configuration that the workers accept.
+func (t *StackTLS) Client() grpctls.ClientConfig {
+	return grpctls.ClientConfig{CAFile: t.CA.CAFile, CertFile: t.ClientCert, KeyFile: t.ClientKey}
 }
 
 // Stack is a running dmgrid.
@@ -101,6 +124,7 @@ type Stack struct {
 	Prefix    string
 	Devices   devicev1.DeviceServiceClient
 	Commands  commandv1.CommandServiceClient
+	TLS       *StackTLS // Options.TLS; nil otherwise
 
 	tb      TB
 	opt     Options
@@ -232,6 +256,14 @@ func Start(tb TB, opt Options) *Stack {
 		}
 		st.Redis = redis.NewClient(o)
 	}
+	var clientTLS grpctls.ClientConfig
+	if opt.TLS {
+		ca := grpctlstest.NewCA(tb, "e2e")
+		st.TLS = &StackTLS{CA: ca}
+		st.TLS.ServerCert, st.TLS.ServerKey = ca.Server(tb, "session-worker")
+		st.TLS.ClientCert, st.TLS.ClientKey = ca.Client(tb, "e2e-client")
+		cfg.GRPCTLS, clientTLS = st.TLS.Server(), st.TLS.Client()
+	}
 	st.cfg = cfg
 	// Registered before the servers' own cleanups so that it runs after them (LIFO): the
 	// servers stop first, then the clients and the Redis client close.
@@ -253,7 +285,7 @@ func Start(tb TB, opt Options) *Stack {
 		}
 	}
 	st.gwCfg = gateway.Config{Path: "/dm", SessionAddr: strings.Join(st.GRPCAddrs, ","), MaxBodyBytes: 4 << 20,
-		RequestTimeout: 20 * time.Second, LameDuck: opt.LameDuck, Telemetry: opt.GatewayTelemetry}
+		RequestTimeout: 20 * time.Second, LameDuck: opt.LameDuck, Telemetry: opt.GatewayTelemetry, SessionTLS: clientTLS}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -265,7 +297,7 @@ func Start(tb TB, opt Options) *Stack {
 	}
 
 	// The API clients balance over every worker, so they keep working while one restarts.
-	conn, err := DialWorkers(st.GRPCAddrs)
+	conn, err := DialWorkersTLS(st.GRPCAddrs, clientTLS)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -283,16 +315,21 @@ func Start(tb TB, opt Options) *Stack {
 	return st
 }
 
-// DialWorkers connects to the session workers' APIs, balanced round-robin over all of them.
+// DialWorkers connects to the session workers' APIs in plaintext, balanced round-robin over
+// all of them.
 func DialWorkers(addrs []string) (*grpc.ClientConn, error) {
-	r := manual.NewBuilderWithScheme("e2e-workers")
-	var ra []resolver.Address
-	for _, a := range addrs {
-		ra = append(ra, resolver.Address{Addr: a})
+	return DialWorkersTLS(addrs, grpctls.ClientConfig{})
+}
+
+// DialWorkersTLS is DialWorkers with the client TLS c (plaintext when c is not enabled).
+func DialWorkersTLS(addrs []string, c grpctls.ClientConfig) (*grpc.ClientConn, error) {
+	creds, err := c.Credentials(grpctls.SessionClientVars)
+	if err != nil {
+		return nil, err
 	}
-	r.InitialState(resolver.State{Addresses: ra})
-	return grpc.NewClient(r.Scheme()+":///workers", grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	r := manual.NewBuilderWithScheme("e2e-workers")
+	r.InitialState(resolver.State{Addresses: c.Addresses(addrs)})
+	return grpc.NewClient(r.Scheme()+":///workers", grpc.WithResolvers(r), grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
 }
 

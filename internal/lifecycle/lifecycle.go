@@ -1,7 +1,10 @@
 // Package lifecycle runs a gRPC tier (session, notifier, inventory) the same way in every
 // service: the gRPC server with OpenTelemetry instrumentation, /metrics, the tier's
 // background work, and the shutdown order of STYLE.md practice 6 — readiness NOT_SERVING,
-// drain in-flight RPCs (GracefulStop, bounded), then stop the background work.
+// drain in-flight RPCs (GracefulStop, bounded), then stop the background work. With
+// Options.TLS the gRPC server serves TLS (and mutual TLS with a client CA); with
+// Options.HealthAddr it also serves grpc.health.v1 in plaintext on a port of its own, for
+// Kubernetes' gRPC probes, which do not speak TLS.
 package lifecycle
 
 import (
@@ -14,7 +17,9 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/dmgrid/dmgrid/internal/grpctls"
 	"github.com/dmgrid/dmgrid/internal/telemetry"
 )
 
@@ -34,6 +39,15 @@ type Options struct {
 	Log           *slog.Logger
 	ServerOptions []grpc.ServerOption // e.g. keepalive parameters
 	DrainTimeout  time.Duration       // bound on GracefulStop (default 10s)
+
+	// TLS is the server's transport security (DMGRID_GRPC_TLS_*); plaintext when not enabled.
+	TLS grpctls.ServerConfig
+	// HealthAddr (DMGRID_GRPC_HEALTH_ADDR), when set, also serves Health — and nothing else —
+	// in plaintext on this address, for probes that cannot do TLS or present a client
+	// certificate. HealthListener, when set, is used instead (tests).
+	HealthAddr     string
+	HealthListener net.Listener
+	Health         healthpb.HealthServer
 }
 
 // ServeGRPC serves t on lis until ctx ends (then drains) or until the server or the
@@ -41,6 +55,31 @@ type Options struct {
 func ServeGRPC(ctx context.Context, lis net.Listener, t Tier, o Options) error {
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 10 * time.Second
+	}
+	hlis := o.HealthListener
+	fail := func(err error) error { // before serving: release the listeners
+		lis.Close()
+		if hlis != nil {
+			hlis.Close()
+		}
+		return err
+	}
+	creds, err := o.TLS.Credentials()
+	if err != nil {
+		return fail(err)
+	}
+	var hs *grpc.Server
+	if hlis != nil || o.HealthAddr != "" {
+		if o.Health == nil {
+			return fail(fmt.Errorf("%s: a health address without a health server", o.Name))
+		}
+		if hlis == nil {
+			if hlis, err = net.Listen("tcp", o.HealthAddr); err != nil {
+				return fail(fmt.Errorf("listen %s (health): %w", o.HealthAddr, err))
+			}
+		}
+		hs = grpc.NewServer()
+		healthpb.RegisterHealthServer(hs, o.Health)
 	}
 	tel := o.Telemetry
 	opts := append([]grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(
@@ -50,6 +89,9 @@ func ServeGRPC(ctx context.Context, lis net.Listener, t Tier, o Options) error {
 		// time, 4% of a session worker's CPU under load.
 		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0)))},
 		o.ServerOptions...)
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
 	g := grpc.NewServer(opts...)
 	t.Register(g)
 	if o.MetricsAddr != "" {
@@ -65,13 +107,25 @@ func ServeGRPC(ctx context.Context, lis net.Listener, t Tier, o Options) error {
 	defer stopBG()
 	bgDone := make(chan error, 1)
 	go func() { bgDone <- t.Background(bctx) }()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- g.Serve(lis) }()
-	o.Log.Info(o.Name+" serving", "grpc_addr", lis.Addr().String())
+	attrs := []any{"grpc_addr", lis.Addr().String(), "tls", creds != nil, "client_certificates", creds != nil && o.TLS.ClientCAFile != ""}
+	if hs != nil {
+		// Stopped after the API server has drained, so probes see NOT_SERVING meanwhile.
+		defer hs.Stop()
+		go func() {
+			if err := hs.Serve(hlis); err != nil {
+				errc <- fmt.Errorf("health server: %w", err)
+			}
+		}()
+		attrs = append(attrs, "health_addr", hlis.Addr().String())
+	}
+	o.Log.Info(o.Name+" serving", attrs...)
 
 	var serveErr error
 	select {
 	case serveErr = <-errc:
+		g.Stop() // the API or the health server failed: stop both (the health one by defer)
 	case err := <-bgDone:
 		bgDone <- err // read again below
 		if err != nil {

@@ -26,7 +26,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
@@ -35,6 +34,7 @@ import (
 	sessionv1 "github.com/dmgrid/dmgrid/proto/dmgrid/session/v1"
 
 	"github.com/dmgrid/dmgrid/internal/envflag"
+	"github.com/dmgrid/dmgrid/internal/grpctls"
 	"github.com/dmgrid/dmgrid/internal/telemetry"
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
 	"github.com/dmgrid/dmgrid/pkg/syncml"
@@ -55,6 +55,12 @@ type Config struct {
 	MetricsAddr    string // DMGRID_METRICS_ADDR, default ":9102"; "" disables /metrics
 	PProf          bool   // DMGRID_PPROF: also serve the Go profiler on MetricsAddr
 	OTLPEndpoint   string // OTEL_EXPORTER_OTLP_ENDPOINT (host:port): export traces over OTLP/gRPC
+
+	// SessionTLS is the TLS of the gRPC link to the session workers (DMGRID_SESSION_TLS_CA to
+	// verify them, DMGRID_SESSION_TLS_CERT/_KEY for a client certificate,
+	// DMGRID_SESSION_TLS_SERVER_NAME for the name their certificate holds when it is not the
+	// target's host); plaintext when all are unset.
+	SessionTLS grpctls.ClientConfig
 
 	// Telemetry, when set (tests, the dev stack), is used instead of building providers.
 	Telemetry *telemetry.Telemetry
@@ -77,6 +83,7 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		MaxBodyBytes:   int64(r.Int("DMGRID_MAX_BODY_BYTES", "1048576")),
 		RequestTimeout: r.DurationOrZero("DMGRID_REQUEST_TIMEOUT", "10s"),
 		LameDuck:       r.DurationOrZero("DMGRID_LAME_DUCK", "5s"),
+		SessionTLS:     grpctls.ReadClient(r, grpctls.SessionClientVars),
 	}
 	if err := r.Err(); err != nil {
 		return c, err
@@ -101,6 +108,9 @@ func (c Config) Validate() error {
 	}
 	if c.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("DMGRID_REQUEST_TIMEOUT must be positive"))
+	}
+	if err := c.SessionTLS.Validate(grpctls.SessionClientVars); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -128,19 +138,20 @@ type msgKey struct {
 }
 
 // dialTarget turns SessionAddr into a gRPC target: "dns:///..." (or another scheme) as is,
-// a comma-separated host:port list through a static resolver.
-func dialTarget(addr string) (string, []grpc.DialOption) {
+// a comma-separated host:port list through a static resolver (whose addresses carry their
+// hosts as TLS server names, see grpctls.ClientConfig.Addresses).
+func dialTarget(addr string, tlsCfg grpctls.ClientConfig) (string, []grpc.DialOption) {
 	if strings.Contains(addr, "://") {
 		return addr, nil
 	}
 	r := manual.NewBuilderWithScheme("dmgrid-static")
-	var addrs []resolver.Address
+	var list []string
 	for _, a := range strings.Split(addr, ",") {
 		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, resolver.Address{Addr: a})
+			list = append(list, a)
 		}
 	}
-	r.InitialState(resolver.State{Addresses: addrs})
+	r.InitialState(resolver.State{Addresses: tlsCfg.Addresses(list)})
 	return r.Scheme() + ":///session", []grpc.DialOption{grpc.WithResolvers(r)}
 }
 
@@ -162,15 +173,21 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	g.messages, _ = meter.Int64Counter("dmgrid_gateway_messages_total", metric.WithDescription("device messages, by encoding and HTTP status"))
 	g.duration, _ = meter.Float64Histogram("dmgrid_gateway_message_duration_seconds", metric.WithDescription("time from request to reply"), metric.WithUnit("s"), telemetry.LatencySeconds)
 
-	target, opts := dialTarget(cfg.SessionAddr)
+	creds, err := cfg.SessionTLS.Credentials(grpctls.SessionClientVars)
+	if err != nil {
+		g.closeTelemetry()
+		return nil, err
+	}
+	target, opts := dialTarget(cfg.SessionAddr, cfg.SessionTLS)
 	opts = append(opts,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(g.tel.Tracers),
 			otelgrpc.WithMeterProvider(g.tel.Meters), otelgrpc.WithPropagators(g.tel.Propagator))),
 	)
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
+		g.closeTelemetry()
 		return nil, fmt.Errorf("dial session workers %s: %w", cfg.SessionAddr, err)
 	}
 	g.conn, g.client = conn, sessionv1.NewSessionServiceClient(conn)
@@ -181,12 +198,16 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 // Close closes the gRPC connection and flushes telemetry the gateway built itself.
 func (g *Gateway) Close() error {
 	err := g.conn.Close()
+	g.closeTelemetry()
+	return err
+}
+
+func (g *Gateway) closeTelemetry() {
 	if g.ownTel {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		g.tel.Shutdown(ctx)
 	}
-	return err
 }
 
 // statusWriter remembers the status for metrics.
@@ -402,7 +423,8 @@ func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
 			errc <- srv.Serve(lis)
 		}
 	}()
-	g.log.Info("gateway serving", "http_addr", lis.Addr().String(), "path", g.cfg.Path, "tls", tlsOn)
+	g.log.Info("gateway serving", "http_addr", lis.Addr().String(), "path", g.cfg.Path, "tls", tlsOn,
+		"session_tls", g.cfg.SessionTLS.Enabled(), "session_client_certificate", g.cfg.SessionTLS.CertFile != "")
 	select {
 	case err := <-errc:
 		return err

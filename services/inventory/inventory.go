@@ -33,6 +33,7 @@ import (
 	"github.com/dmgrid/dmgrid/internal/telemetry"
 
 	"github.com/dmgrid/dmgrid/internal/envflag"
+	"github.com/dmgrid/dmgrid/internal/grpctls"
 
 	"github.com/dmgrid/dmgrid/internal/lifecycle"
 )
@@ -56,6 +57,13 @@ type Config struct {
 	MetricsAddr       string        // DMGRID_METRICS_ADDR, default ":9102"; "" disables /metrics
 	PProf             bool          // DMGRID_PPROF: also serve the Go profiler on MetricsAddr
 	OTLPEndpoint      string        // OTEL_EXPORTER_OTLP_ENDPOINT (host:port): export traces over OTLP/gRPC
+
+	// GRPCTLS is the gRPC server's TLS (DMGRID_GRPC_TLS_CERT, DMGRID_GRPC_TLS_KEY; mutual TLS
+	// with DMGRID_GRPC_TLS_CLIENT_CA); plaintext when unset.
+	GRPCTLS grpctls.ServerConfig
+	// HealthAddr (DMGRID_GRPC_HEALTH_ADDR) also serves gRPC health, alone and in plaintext,
+	// on this address: Kubernetes' gRPC probes cannot do TLS. Unset: none.
+	HealthAddr string
 
 	// Telemetry, when set (tests, the dev stack), is used instead of building providers.
 	Telemetry *telemetry.Telemetry
@@ -88,6 +96,8 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	if c.DeadLetterStream == "none" {
 		c.DeadLetterStream = ""
 	}
+	c.GRPCTLS = grpctls.ReadServer(r)
+	c.HealthAddr = get("DMGRID_GRPC_HEALTH_ADDR", "")
 	if err := r.Err(); err != nil {
 		return c, err
 	}
@@ -116,6 +126,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxDeliver <= 0 || c.MaxAckPending <= 0 || c.Workers <= 0 || c.Batch <= 0 || c.AckWait <= 0 || c.DedupeWindow <= 0 {
 		errs = append(errs, errors.New("DMGRID_INVENTORY_MAX_DELIVER, _MAX_ACK_PENDING, _WORKERS, _BATCH, _ACK_WAIT and _DEDUPE_WINDOW must be positive"))
+	}
+	if err := c.GRPCTLS.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -279,5 +292,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // consumer finishes the events it holds. Close releases NATS and Redis afterwards.
 func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	return lifecycle.ServeGRPC(ctx, lis, s, lifecycle.Options{Name: "inventory", Telemetry: s.tel,
-		MetricsAddr: s.cfg.MetricsAddr, PProf: s.cfg.PProf, Log: s.log})
+		MetricsAddr: s.cfg.MetricsAddr, PProf: s.cfg.PProf, Log: s.log,
+		TLS: s.cfg.GRPCTLS, HealthAddr: s.cfg.HealthAddr, Health: s.health})
 }

@@ -176,6 +176,19 @@ func (s *Service) target(ctx context.Context, deviceID string) (*sessionv1.GetNo
 	return t, nil
 }
 
+// sessionTierError is a failed call to the session tier: Unavailable to API clients, with
+// the session tier's own error kept (Unwrap) so that the event consumers can tell an outage
+// (Unavailable, DeadlineExceeded, ResourceExhausted) from a failure of one event.
+type sessionTierError struct{ err error }
+
+func (e *sessionTierError) Error() string { return e.err.Error() }
+func (e *sessionTierError) Unwrap() error { return e.err }
+
+// GRPCStatus is what API clients get.
+func (e *sessionTierError) GRPCStatus() *status.Status {
+	return status.New(codes.Unavailable, e.err.Error())
+}
+
 // TargetError says a device cannot be notified (unknown, no MSISDN, no server credential).
 type TargetError struct {
 	DeviceID string
@@ -217,7 +230,7 @@ func (s *Service) notify(ctx context.Context, req *notifierv1.NotifyDeviceReques
 		if errors.As(err, &te) {
 			return nil, 0, err
 		}
-		return nil, 0, status.Error(codes.Unavailable, err.Error())
+		return nil, 0, &sessionTierError{err: err}
 	}
 	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()

@@ -17,6 +17,7 @@ import (
 	"github.com/dmgrid/dmgrid/internal/telemetry"
 
 	"github.com/dmgrid/dmgrid/internal/envflag"
+	"github.com/dmgrid/dmgrid/internal/grpctls"
 )
 
 // Config is the notifier's configuration, read from the environment.
@@ -40,6 +41,17 @@ type Config struct {
 	// target ("dns:///session:9090") or a comma-separated list of host:port, balanced
 	// round-robin.
 	SessionAddr string
+	// SessionTLS is the TLS of the link to the session tier (DMGRID_SESSION_TLS_CA to verify
+	// the workers, DMGRID_SESSION_TLS_CERT/_KEY for a client certificate,
+	// DMGRID_SESSION_TLS_SERVER_NAME for the name their certificate holds when it is not the
+	// target's host); plaintext when all are unset.
+	SessionTLS grpctls.ClientConfig
+	// GRPCTLS is the NotifierService server's TLS (DMGRID_GRPC_TLS_CERT, DMGRID_GRPC_TLS_KEY;
+	// mutual TLS with DMGRID_GRPC_TLS_CLIENT_CA); plaintext when unset.
+	GRPCTLS grpctls.ServerConfig
+	// HealthAddr (DMGRID_GRPC_HEALTH_ADDR) also serves gRPC health, alone and in plaintext,
+	// on this address: Kubernetes' gRPC probes cannot do TLS. Unset: none.
+	HealthAddr string
 
 	// Routes picks a provider per device (DMGRID_NOTIFIER_ROUTES, default "default=log"); see
 	// provider.ParseRoutes.
@@ -142,6 +154,9 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		c.DeadLetterStream = "" // plain NATS publish
 	}
 	c.RedisClusterAddrs = r.HostPorts("DMGRID_REDIS_CLUSTER_ADDRS")
+	c.SessionTLS = grpctls.ReadClient(r, grpctls.SessionClientVars)
+	c.GRPCTLS = grpctls.ReadServer(r)
+	c.HealthAddr = get("DMGRID_GRPC_HEALTH_ADDR", "")
 	v, err := strconv.ParseUint(get("DMGRID_PKG0_VERSION", strconv.Itoa(pkg0.DefaultVersion)), 10, 16)
 	if err != nil || v > pkg0.MaxVersion {
 		r.Fail(fmt.Errorf("DMGRID_PKG0_VERSION: want 0..%d (11 is OMA DM 1.2.1's value)", pkg0.MaxVersion))
@@ -241,6 +256,12 @@ func (c Config) Validate() error {
 		if l.Rate <= 0 || l.Burst <= 0 {
 			errs = append(errs, fmt.Errorf("rate limit of %s must be positive", name))
 		}
+	}
+	if err := c.SessionTLS.Validate(grpctls.SessionClientVars); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.GRPCTLS.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

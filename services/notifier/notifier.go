@@ -27,7 +27,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
@@ -40,6 +39,7 @@ import (
 	"github.com/dmgrid/dmgrid/services/notifier/internal/provider"
 	"github.com/dmgrid/dmgrid/services/notifier/internal/store"
 
+	"github.com/dmgrid/dmgrid/internal/grpctls"
 	"github.com/dmgrid/dmgrid/internal/telemetry"
 
 	"github.com/dmgrid/dmgrid/internal/lifecycle"
@@ -72,6 +72,11 @@ type Service struct {
 	// deadLetters counts the events the consumers gave up on, by consumer and cause
 	// (dmgrid_notifier_events_dead_lettered_total).
 	deadLetters metric.Int64Counter
+	// heldEvents counts the events the consumers hold while a dependency is unavailable
+	// (dmgrid_notifier_events_held), dependencyUp is 0 for a consumer's dependency from the
+	// first event held because of it until nothing is held (dmgrid_notifier_dependency_up).
+	heldEvents   metric.Int64UpDownCounter
+	dependencyUp metric.Int64Gauge
 	// eventAttempts is how often a consumer tries to handle an event before dead-lettering
 	// it, eventRetryDelay the wait before the next attempt (tests shorten both).
 	eventAttempts   int
@@ -117,6 +122,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		metric.WithDescription("notification state changes, by provider and new state"))
 	s.deadLetters, _ = s.tel.Meters.Meter("dmgrid/notifier").Int64Counter("dmgrid_notifier_events_dead_lettered_total",
 		metric.WithDescription("events the notifier's consumers gave up on and dead-lettered, by consumer and cause (undecodable, failing)"))
+	s.heldEvents, _ = s.tel.Meters.Meter("dmgrid/notifier").Int64UpDownCounter("dmgrid_notifier_events_held",
+		metric.WithDescription("events a consumer holds (in progress, retried with back-off, attempts not counted) while a dependency is unavailable, by consumer"))
+	s.dependencyUp, _ = s.tel.Meters.Meter("dmgrid/notifier").Int64Gauge("dmgrid_notifier_dependency_up",
+		metric.WithDescription("0 while a consumer holds events because the dependency (session, redis) is unavailable, 1 once nothing is held; by consumer and dependency"))
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := s.rdb.Ping(pctx).Err(); err != nil {
@@ -124,7 +133,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("connect redis: %w", err)
 	}
 	s.st = store.New(s.rdb, cfg.RedisPrefix, store.Options{})
-	conn, err := dialSession(cfg.SessionAddr)
+	conn, err := dialSession(cfg.SessionAddr, cfg.SessionTLS)
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("session client %s: %w", cfg.SessionAddr, err)
@@ -177,21 +186,27 @@ func (s *Service) buildProviders() error {
 }
 
 // dialSession connects to the session tier: a comma-separated list of addresses is balanced
-// round-robin; anything else is a gRPC target.
-func dialSession(addr string) (*grpc.ClientConn, error) {
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+// round-robin; anything else is a gRPC target. With TLS each worker's certificate is
+// verified (against the target's host, each listed address's host, or the configured
+// server name).
+func dialSession(addr string, tlsCfg grpctls.ClientConfig) (*grpc.ClientConn, error) {
+	creds, err := tlsCfg.Credentials(grpctls.SessionClientVars)
+	if err != nil {
+		return nil, err
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`)}
 	if !strings.Contains(addr, ",") {
 		return grpc.NewClient(addr, opts...)
 	}
 	r := manual.NewBuilderWithScheme("dmgrid-session")
-	var ra []resolver.Address
+	var list []string
 	for _, a := range strings.Split(addr, ",") {
 		if a = strings.TrimSpace(a); a != "" {
-			ra = append(ra, resolver.Address{Addr: a})
+			list = append(list, a)
 		}
 	}
-	r.InitialState(resolver.State{Addresses: ra})
+	r.InitialState(resolver.State{Addresses: tlsCfg.Addresses(list)})
 	return grpc.NewClient(r.Scheme()+":///session", append(opts, grpc.WithResolvers(r))...)
 }
 
@@ -243,7 +258,8 @@ func (s *Service) Background(ctx context.Context) error {
 // readiness NOT_SERVING, GracefulStop (bounded), background stopped.
 func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	return lifecycle.ServeGRPC(ctx, lis, s, lifecycle.Options{Name: "notifier", Telemetry: s.tel,
-		MetricsAddr: s.cfg.MetricsAddr, PProf: s.cfg.PProf, Log: s.log})
+		MetricsAddr: s.cfg.MetricsAddr, PProf: s.cfg.PProf, Log: s.log,
+		TLS: s.cfg.GRPCTLS, HealthAddr: s.cfg.HealthAddr, Health: s.health})
 }
 
 // Run serves on cfg.GRPCAddr until ctx ends.

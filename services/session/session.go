@@ -36,6 +36,7 @@ import (
 	"github.com/dmgrid/dmgrid/services/session/internal/store"
 
 	"github.com/dmgrid/dmgrid/internal/envflag"
+	"github.com/dmgrid/dmgrid/internal/grpctls"
 
 	"github.com/dmgrid/dmgrid/internal/lifecycle"
 )
@@ -60,6 +61,13 @@ type Config struct {
 	MetricsAddr       string        // DMGRID_METRICS_ADDR, default ":9102"; "" disables /metrics
 	PProf             bool          // DMGRID_PPROF: also serve the Go profiler on MetricsAddr
 	OTLPEndpoint      string        // OTEL_EXPORTER_OTLP_ENDPOINT (host:port): export traces over OTLP/gRPC
+
+	// GRPCTLS is the gRPC server's TLS (DMGRID_GRPC_TLS_CERT, DMGRID_GRPC_TLS_KEY; mutual TLS
+	// with DMGRID_GRPC_TLS_CLIENT_CA); plaintext when unset.
+	GRPCTLS grpctls.ServerConfig
+	// HealthAddr (DMGRID_GRPC_HEALTH_ADDR) also serves gRPC health, alone and in plaintext,
+	// on this address: Kubernetes' gRPC probes cannot do TLS. Unset: none.
+	HealthAddr string
 
 	// Telemetry, when set (tests, the dev stack), is used instead of building providers.
 	Telemetry *telemetry.Telemetry
@@ -90,6 +98,8 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	c.DevDetailEvery = r.DurationOrZero("DMGRID_DEVDETAIL_EVERY", "24h")
 	c.OutboxLinger = r.DurationOrZero("DMGRID_OUTBOX_LINGER", "0s")
 	c.RedisClusterAddrs = r.HostPorts("DMGRID_REDIS_CLUSTER_ADDRS")
+	c.GRPCTLS = grpctls.ReadServer(r)
+	c.HealthAddr = get("DMGRID_GRPC_HEALTH_ADDR", "")
 	if v := get("DMGRID_SECRET_KEY", ""); v != "" {
 		k, err := base64.StdEncoding.DecodeString(v)
 		if err != nil || len(k) != 32 {
@@ -125,6 +135,9 @@ func (c Config) Validate() error {
 	}
 	if c.IdleTimeout <= 0 || c.MaxAttempts <= 0 {
 		errs = append(errs, errors.New("DMGRID_IDLE_TIMEOUT and DMGRID_MAX_ATTEMPTS must be positive"))
+	}
+	if err := c.GRPCTLS.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -291,6 +304,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 	return lifecycle.ServeGRPC(ctx, lis, s, lifecycle.Options{Name: "session worker", Telemetry: s.tel,
 		MetricsAddr: s.cfg.MetricsAddr, PProf: s.cfg.PProf, Log: s.log,
+		TLS: s.cfg.GRPCTLS, HealthAddr: s.cfg.HealthAddr, Health: s.health,
 		// Clients (gateways, notifiers) resolve the headless Service once and re-resolve
 		// only when a connection closes: ending connections after a while lets new workers
 		// added by the autoscaler get traffic (GOAWAY, then in-flight RPCs finish).

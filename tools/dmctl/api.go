@@ -19,11 +19,12 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/dmgrid/dmgrid/internal/grpctls"
 )
 
 const (
@@ -40,10 +41,17 @@ type globals struct {
 	output     string
 	timeout    time.Duration
 	timeoutSet bool // --timeout was given (watch has no deadline otherwise)
+	tls        grpctls.ClientConfig
 }
 
+// tlsVars name the TLS settings in dmctl's error messages.
+var tlsVars = grpctls.ClientVars{CA: "--tls-ca (DMGRID_TLS_CA)", Cert: "--tls-cert (DMGRID_TLS_CERT)",
+	Key: "--tls-key (DMGRID_TLS_KEY)", ServerName: "--tls-server-name (DMGRID_TLS_SERVER_NAME)"}
+
 func defaultGlobals() globals {
-	g := globals{addr: os.Getenv("DMGRID_ADDR"), output: "text", timeout: defaultTimeout}
+	g := globals{addr: os.Getenv("DMGRID_ADDR"), output: "text", timeout: defaultTimeout,
+		tls: grpctls.ClientConfig{CAFile: os.Getenv("DMGRID_TLS_CA"), CertFile: os.Getenv("DMGRID_TLS_CERT"),
+			KeyFile: os.Getenv("DMGRID_TLS_KEY"), ServerName: os.Getenv("DMGRID_TLS_SERVER_NAME")}}
 	if g.addr == "" {
 		g.addr = defaultAddr
 	}
@@ -54,6 +62,10 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.addr, "addr", g.addr, "gRPC address of the session tier (env DMGRID_ADDR)")
 	fs.StringVar(&g.output, "o", g.output, "output: text or json")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "deadline of each call")
+	fs.StringVar(&g.tls.CAFile, "tls-ca", g.tls.CAFile, "PEM CA bundle that verifies the server; turns TLS on (env DMGRID_TLS_CA)")
+	fs.StringVar(&g.tls.CertFile, "tls-cert", g.tls.CertFile, "PEM client certificate, for servers that require one (env DMGRID_TLS_CERT)")
+	fs.StringVar(&g.tls.KeyFile, "tls-key", g.tls.KeyFile, "its private key (env DMGRID_TLS_KEY)")
+	fs.StringVar(&g.tls.ServerName, "tls-server-name", g.tls.ServerName, "name the server's certificate must hold, instead of the --addr host (env DMGRID_TLS_SERVER_NAME)")
 }
 
 // noteSet records which global flags fs saw.
@@ -160,9 +172,14 @@ func apiCommand(ctx context.Context, g globals, name string, args []string, stdo
 	case maxArgs >= 0 && len(pos) > maxArgs:
 		return nil, nil, usageError{fmt.Sprintf("%s: unexpected argument %q", name, pos[maxArgs])}
 	}
-	// Plaintext for now: TLS (and per-call credentials) come with the server's TLS support.
+	// TLS when any --tls-* setting is given (the server's certificate is always verified);
+	// plaintext otherwise.
+	creds, err := g.tls.Credentials(tlsVars)
+	if err != nil {
+		return nil, nil, err
+	}
 	conn, err := grpc.NewClient(g.addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsg)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s: %w", g.addr, err)

@@ -107,8 +107,16 @@ Inventory (dmgrid.inventory.v1.InventoryService; --addr defaults to env DMGRID_I
       (all must match; T is an RFC 3339 time or a duration ago, e.g. 24h)
 
 API flags (anywhere after "dmctl"):
-  --addr host:port  gRPC address of the session tier (env DMGRID_ADDR, default ` + defaultAddr + `);
-                    plaintext gRPC only: TLS is not supported yet
+  --addr host:port  gRPC address of the session tier (env DMGRID_ADDR, default ` + defaultAddr + `)
+  --tls-ca FILE     TLS: verify the server with this PEM CA bundle (env DMGRID_TLS_CA); any
+                    --tls-* setting turns TLS on (without --tls-ca the system's roots verify
+                    the server); without them dmctl speaks plaintext gRPC
+  --tls-cert FILE, --tls-key FILE
+                    client certificate and key, for servers that require one (mutual TLS;
+                    env DMGRID_TLS_CERT, DMGRID_TLS_KEY)
+  --tls-server-name NAME
+                    the name the server's certificate holds, when it is not the --addr host
+                    (env DMGRID_TLS_SERVER_NAME)
   -o text|json      output format (default text); json is protobuf JSON, one document
                     (lists: the items and next_page_token; watch: one object per line)
   --timeout D       deadline of each call (default 10s); watch has none unless given
@@ -163,7 +171,7 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	switch args[0] {
 	case "syncml":
 		if leading {
-			return usageError{"--addr, -o and --timeout apply to the API commands, not syncml"}
+			return usageError{"--addr, -o, --timeout and --tls-* apply to the API commands, not syncml"}
 		}
 		return syncmlCmd(args[1:], stdin, stdout)
 	case "device":

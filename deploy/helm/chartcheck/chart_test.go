@@ -51,6 +51,12 @@ func renderCases(t *testing.T) []renderCase {
 			ingress: true, serviceMonitor: true},
 		{name: "minimal", release: "dm", namespace: "devices", args: []string{"-f", filepath.Join("testdata", "minimal-values.yaml")},
 			tiers: []string{"gateway", "session"}, chartSecret: true},
+		{name: "grpc-mutual-tls", release: "dmgrid", namespace: "default", tiers: allTiers,
+			args: []string{"--set", "tls.grpc.enabled=true,tls.grpc.secretName=dmgrid-grpc-tls,tls.grpc.mutual=true,tls.grpc.serverName=session.dmgrid.internal"},
+			hpa:  []string{"gateway", "session"}, pdbs: 4, networkPolicies: true, chartSecret: true},
+		{name: "grpc-tls-inventory-only", release: "dmgrid", namespace: "default", tiers: allTiers,
+			args: []string{"--set", "tls.grpc.enabled=true,tls.grpc.secretName=grpc,tls.grpc.servers.session=false,tls.grpc.servers.notifier=false,tls.grpc.healthPort=9300"},
+			hpa:  []string{"gateway", "session"}, pdbs: 4, networkPolicies: true, chartSecret: true},
 		{name: "api-clients-and-any-metrics-namespace", release: "dmgrid", namespace: "default",
 			tiers: []string{"gateway", "session", "inventory"},
 			args: []string{"--set", "networkPolicy.metrics.namespace=", "--set", "notifier.enabled=false",
@@ -371,9 +377,17 @@ func (ch *checker) container(what, tier string, c corev1.Container, volumes map[
 			}
 		}
 	} else {
+		// Kubernetes' gRPC probes do not speak TLS: with a TLS API port they must use the
+		// plaintext health port.
+		probePort := "grpc"
+		if ch.envFromConfigMap(c)["DMGRID_GRPC_TLS_CERT"] != "" {
+			probePort = "health"
+		} else if ports["health"] != 0 {
+			ch.errorf("%s: a health port without TLS on the grpc port", what)
+		}
 		for kind, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
-			if p.GRPC == nil || ports["grpc"] == 0 || p.GRPC.Port != ports["grpc"] {
-				ch.errorf("%s: %s probe must be grpc on the grpc port %d, got %+v", what, kind, ports["grpc"], p.GRPC)
+			if p.GRPC == nil || ports[probePort] == 0 || p.GRPC.Port != ports[probePort] {
+				ch.errorf("%s: %s probe must be grpc on the %s port %d, got %+v", what, kind, probePort, ports[probePort], p.GRPC)
 			}
 		}
 	}
@@ -408,6 +422,7 @@ func (ch *checker) container(what, tier string, c corev1.Container, volumes map[
 	if tier == "gateway" || tier == "notifier" {
 		ch.sessionAddr(what, cm.Data["DMGRID_SESSION_ADDR"])
 	}
+	ch.grpcTLS(what, tier, c, cm, ports, volumes)
 	if tier == "gateway" {
 		if got, want := cm.Data["DMGRID_HTTP_ADDR"], fmt.Sprintf(":%d", ports["http"]); got != want {
 			ch.errorf("%s: DMGRID_HTTP_ADDR %q, want %q", what, got, want)
@@ -455,6 +470,95 @@ func (ch *checker) container(what, tier string, c corev1.Container, volumes map[
 		if _, ok := volumes[vm.Name]; !ok {
 			ch.errorf("%s: volumeMount %s has no volume", what, vm.Name)
 		}
+	}
+}
+
+// envFromConfigMap returns the data of the ConfigMap c reads with envFrom (nil if none).
+func (ch *checker) envFromConfigMap(c corev1.Container) map[string]string {
+	for _, ef := range c.EnvFrom {
+		if ef.ConfigMapRef != nil && ch.m.ConfigMaps[ef.ConfigMapRef.Name] != nil {
+			return ch.m.ConfigMaps[ef.ConfigMapRef.Name].Data
+		}
+	}
+	return nil
+}
+
+// grpcTLS: a tier's TLS files are in a read-only mount of a Secret volume that has the
+// keys; a TLS server has the plaintext health port named in DMGRID_GRPC_HEALTH_ADDR and no
+// h2c (plaintext) appProtocol on its Services; the gateway and the notifier dial the session
+// workers with TLS exactly when the workers serve it, and present a certificate exactly when
+// the workers require one.
+func (ch *checker) grpcTLS(what, tier string, c corev1.Container, cm *corev1.ConfigMap, ports map[string]int32, volumes map[string]corev1.Volume) {
+	ch.t.Helper()
+	d := cm.Data
+	for _, k := range []string{"DMGRID_GRPC_TLS_CERT", "DMGRID_GRPC_TLS_KEY", "DMGRID_GRPC_TLS_CLIENT_CA",
+		"DMGRID_SESSION_TLS_CA", "DMGRID_SESSION_TLS_CERT", "DMGRID_SESSION_TLS_KEY"} {
+		if d[k] == "" {
+			continue
+		}
+		dir, file := filepath.Split(d[k])
+		mounted := false
+		for _, vm := range c.VolumeMounts {
+			if filepath.Clean(dir) != filepath.Clean(vm.MountPath) {
+				continue
+			}
+			mounted = true
+			v, ok := volumes[vm.Name]
+			if !ok || v.Secret == nil || v.Secret.SecretName == "" {
+				ch.errorf("%s: %s is in mount %s, which is not a Secret volume", what, k, vm.Name)
+				continue
+			}
+			if !vm.ReadOnly {
+				ch.errorf("%s: the TLS mount %s is not read-only", what, vm.Name)
+			}
+			hasKey := len(v.Secret.Items) == 0
+			for _, it := range v.Secret.Items {
+				hasKey = hasKey || it.Path == file
+			}
+			if !hasKey {
+				ch.errorf("%s: %s: Secret volume %s has no item %s", what, k, vm.Name, file)
+			}
+		}
+		if !mounted {
+			ch.errorf("%s: %s=%s is not in a mounted volume", what, k, d[k])
+		}
+	}
+	tlsServer := d["DMGRID_GRPC_TLS_CERT"] != ""
+	if tlsServer != (d["DMGRID_GRPC_TLS_KEY"] != "") || (d["DMGRID_GRPC_TLS_CLIENT_CA"] != "" && !tlsServer) {
+		ch.errorf("%s: DMGRID_GRPC_TLS_CERT, _KEY and _CLIENT_CA do not go together: %v", what, d)
+	}
+	if tlsServer {
+		if want := fmt.Sprintf(":%d", ports["health"]); ports["health"] == 0 || d["DMGRID_GRPC_HEALTH_ADDR"] != want {
+			ch.errorf("%s: TLS server: DMGRID_GRPC_HEALTH_ADDR %q, want %q (the health port)", what, d["DMGRID_GRPC_HEALTH_ADDR"], want)
+		}
+	}
+	for _, s := range ch.m.Services {
+		if s.Spec.Selector["app.kubernetes.io/component"] != tier {
+			continue
+		}
+		for _, p := range s.Spec.Ports {
+			if p.Name != "grpc" {
+				continue
+			}
+			if h2c := p.AppProtocol != nil && *p.AppProtocol == "kubernetes.io/h2c"; h2c == tlsServer {
+				ch.errorf("Service %s: appProtocol %v with TLS %v (h2c is plaintext HTTP/2)", s.Name, p.AppProtocol, tlsServer)
+			}
+		}
+	}
+	if tier != "gateway" && tier != "notifier" {
+		return
+	}
+	sess := ch.deployment("session")
+	if sess == nil || len(sess.Spec.Template.Spec.Containers) == 0 {
+		return
+	}
+	sd := ch.envFromConfigMap(sess.Spec.Template.Spec.Containers[0])
+	if (d["DMGRID_SESSION_TLS_CA"] != "") != (sd["DMGRID_GRPC_TLS_CERT"] != "") {
+		ch.errorf("%s: DMGRID_SESSION_TLS_CA %q, but the session workers' DMGRID_GRPC_TLS_CERT is %q", what, d["DMGRID_SESSION_TLS_CA"], sd["DMGRID_GRPC_TLS_CERT"])
+	}
+	if (d["DMGRID_SESSION_TLS_CERT"] != "") != (sd["DMGRID_GRPC_TLS_CLIENT_CA"] != "") || (d["DMGRID_SESSION_TLS_CERT"] != "") != (d["DMGRID_SESSION_TLS_KEY"] != "") {
+		ch.errorf("%s: client certificate %q/%q, but the session workers' DMGRID_GRPC_TLS_CLIENT_CA is %q",
+			what, d["DMGRID_SESSION_TLS_CERT"], d["DMGRID_SESSION_TLS_KEY"], sd["DMGRID_GRPC_TLS_CLIENT_CA"])
 	}
 }
 
@@ -845,7 +949,8 @@ func TestConfigKeysAreRead(t *testing.T) {
 		"--set", "notifier.smpp.addr=smsc:2775,notifier.smpp.systemID=dm",
 		"--set", "notifier.kannel.url=http://kannel:13013/cgi-bin/sendsms,notifier.kannel.user=dm",
 		"--set", "notifier.webhookURL=https://sms.example.com/send",
-		"--set", "gateway.tls.enabled=true,gateway.tls.secretName=tls,gateway.tls.clientCASecretName=ca")
+		"--set", "gateway.tls.enabled=true,gateway.tls.secretName=tls,gateway.tls.clientCASecretName=ca",
+		"--set", "tls.grpc.enabled=true,tls.grpc.secretName=grpc-tls,tls.grpc.mutual=true,tls.grpc.serverName=session.internal")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,6 +90,29 @@ app.kubernetes.io/component: {{ .tier }}
 {{- end -}}
 
 {{/*
+gRPC TLS (tls.grpc), per tier: dict "root" $ "tier" "session". Each returns "true" or "".
+grpcTLSServer: the tier's gRPC server serves TLS. sessionTLSClient: the tier (gateway,
+notifier) dials the session workers with TLS. grpcTLSMount: the tier mounts the Secret.
+*/}}
+{{- define "dmgrid.grpcTLSServer" -}}
+{{- $g := .root.Values.tls.grpc -}}
+{{- if and $g.enabled (has .tier (list "session" "inventory" "notifier")) -}}
+{{- if index $g.servers .tier }}true{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dmgrid.sessionTLSClient" -}}
+{{- if and (has .tier (list "gateway" "notifier")) (include "dmgrid.grpcTLSServer" (dict "root" .root "tier" "session")) }}true{{ end -}}
+{{- end -}}
+
+{{- define "dmgrid.grpcTLSMount" -}}
+{{- if or (include "dmgrid.grpcTLSServer" .) (include "dmgrid.sessionTLSClient" .) }}true{{ end -}}
+{{- end -}}
+
+{{/* Where the tls.grpc Secret is mounted. */}}
+{{- define "dmgrid.grpcTLSDir" -}}/etc/dmgrid/grpc-tls{{- end -}}
+
+{{/*
 The inventory's single Redis: inventory.redisUrl, else redis.url.
 */}}
 {{- define "dmgrid.inventoryRedisURL" -}}
@@ -137,6 +160,20 @@ combination fails `helm template`/`install` with a message naming the values.
 {{- end -}}
 {{- if and $v.gateway.tls.enabled (not $v.gateway.tls.secretName) -}}
 {{- fail "gateway.tls.enabled needs gateway.tls.secretName (a kubernetes.io/tls Secret)" -}}
+{{- end -}}
+{{- if $v.tls.grpc.enabled -}}
+{{- if not $v.tls.grpc.secretName -}}
+{{- fail "tls.grpc.enabled needs tls.grpc.secretName (a Secret with tls.crt, tls.key and ca.crt)" -}}
+{{- end -}}
+{{- $hp := int $v.tls.grpc.healthPort -}}
+{{- range $tier := list "session" "inventory" "notifier" -}}
+{{- if eq $hp (int (index $v $tier).port) -}}
+{{- fail (printf "tls.grpc.healthPort (%d) is %s.port: the plaintext health port needs a port of its own" $hp $tier) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $hp (int $v.metrics.port) -}}
+{{- fail (printf "tls.grpc.healthPort (%d) is metrics.port" $hp) -}}
+{{- end -}}
 {{- end -}}
 {{- if and $v.gateway.ingress.enabled (not $v.gateway.ingress.hosts) -}}
 {{- fail "gateway.ingress.enabled needs at least one host in gateway.ingress.hosts" -}}
@@ -220,6 +257,22 @@ when it changes. dict "root" $ "tier" "gateway".
 {{- $_ := set $data "DMGRID_INVENTORY_WORKERS" (toString (int64 $t.workers)) -}}
 {{- $_ := set $data "DMGRID_INVENTORY_BATCH" (toString (int64 $t.batch)) -}}
 {{- $_ := set $data "DMGRID_INVENTORY_DEDUPE_WINDOW" $t.dedupeWindow -}}
+{{- end -}}
+{{- $g := $v.tls.grpc -}}
+{{- $dir := include "dmgrid.grpcTLSDir" $root -}}
+{{- if include "dmgrid.grpcTLSServer" . -}}
+{{- $_ := set $data "DMGRID_GRPC_TLS_CERT" (printf "%s/tls.crt" $dir) -}}
+{{- $_ := set $data "DMGRID_GRPC_TLS_KEY" (printf "%s/tls.key" $dir) -}}
+{{- if $g.mutual }}{{ $_ := set $data "DMGRID_GRPC_TLS_CLIENT_CA" (printf "%s/ca.crt" $dir) }}{{ end -}}
+{{- $_ := set $data "DMGRID_GRPC_HEALTH_ADDR" (printf ":%d" (int $g.healthPort)) -}}
+{{- end -}}
+{{- if include "dmgrid.sessionTLSClient" . -}}
+{{- $_ := set $data "DMGRID_SESSION_TLS_CA" (printf "%s/ca.crt" $dir) -}}
+{{- if $g.mutual -}}
+{{- $_ := set $data "DMGRID_SESSION_TLS_CERT" (printf "%s/tls.crt" $dir) -}}
+{{- $_ := set $data "DMGRID_SESSION_TLS_KEY" (printf "%s/tls.key" $dir) -}}
+{{- end -}}
+{{- with $g.serverName }}{{ $_ := set $data "DMGRID_SESSION_TLS_SERVER_NAME" . }}{{ end -}}
 {{- end -}}
 {{- range $k, $val := $t.env -}}
 {{- $_ := set $data $k (toString $val) -}}

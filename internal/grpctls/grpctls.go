@@ -1,0 +1,232 @@
+// Package grpctls is the transport security of dmgrid's gRPC links, shared by every tier:
+// the servers' TLS (DMGRID_GRPC_TLS_CERT, DMGRID_GRPC_TLS_KEY and, for mutual TLS,
+// DMGRID_GRPC_TLS_CLIENT_CA) and the clients' (a CA bundle to verify the server, an optional
+// client certificate, an optional server-name override), read, checked and turned into gRPC
+// credentials the same way everywhere.
+//
+// TLS 1.2 is the minimum; Go negotiates 1.3 whenever both ends have it. There is no way to
+// skip certificate verification. Files are read once at start (like the gateway's HTTPS
+// certificate): a rotated certificate takes effect when the process restarts.
+package grpctls
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+
+	"github.com/dmgrid/dmgrid/internal/envflag"
+)
+
+// The servers' settings (session, inventory, notifier).
+const (
+	EnvCert     = "DMGRID_GRPC_TLS_CERT"      // PEM certificate (chain) of the server
+	EnvKey      = "DMGRID_GRPC_TLS_KEY"       // PEM private key of that certificate
+	EnvClientCA = "DMGRID_GRPC_TLS_CLIENT_CA" // PEM bundle: require client certificates it signed
+)
+
+// ServerConfig is a gRPC server's TLS: off when CertFile and KeyFile are empty.
+type ServerConfig struct {
+	CertFile string // DMGRID_GRPC_TLS_CERT
+	KeyFile  string // DMGRID_GRPC_TLS_KEY
+	// ClientCAFile (DMGRID_GRPC_TLS_CLIENT_CA) turns on mutual TLS: every client must present
+	// a certificate signed by one of these CAs, or its handshake fails.
+	ClientCAFile string
+}
+
+// ReadServer reads DMGRID_GRPC_TLS_* through r (checked by ServerConfig.Validate).
+func ReadServer(r *envflag.Reader) ServerConfig {
+	return ServerConfig{CertFile: r.String(EnvCert, ""), KeyFile: r.String(EnvKey, ""), ClientCAFile: r.String(EnvClientCA, "")}
+}
+
+// Enabled reports whether the server serves TLS.
+func (c ServerConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" }
+
+// Validate checks the settings and that the files hold a usable certificate, key and CA
+// bundle; every error names its variable.
+func (c ServerConfig) Validate() error {
+	_, err := c.TLSConfig()
+	return err
+}
+
+// TLSConfig returns the server's tls.Config, or nil when TLS is off.
+func (c ServerConfig) TLSConfig() (*tls.Config, error) {
+	var errs []error
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, fmt.Errorf("%s and %s go together: set both or neither", EnvCert, EnvKey))
+	}
+	if c.ClientCAFile != "" && !c.Enabled() {
+		errs = append(errs, fmt.Errorf("%s needs %s and %s (client certificates are checked on TLS connections only)", EnvClientCA, EnvCert, EnvKey))
+	}
+	if len(errs) > 0 || !c.Enabled() {
+		return nil, errors.Join(errs...)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	cert, err := loadKeyPair(c.CertFile, c.KeyFile, EnvCert, EnvKey)
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	if c.ClientCAFile != "" {
+		pool, err := loadPool(c.ClientCAFile, EnvClientCA)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return cfg, nil
+}
+
+// Credentials returns the server's transport credentials, or nil when TLS is off.
+func (c ServerConfig) Credentials() (credentials.TransportCredentials, error) {
+	cfg, err := c.TLSConfig()
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	return credentials.NewTLS(cfg), nil
+}
+
+// ClientVars names a client's four settings, for reading them and for error messages.
+type ClientVars struct{ CA, Cert, Key, ServerName string }
+
+// SessionClientVars are the settings of the links to the session workers (gateway and
+// notifier, whose address is DMGRID_SESSION_ADDR).
+var SessionClientVars = ClientVars{
+	CA:         "DMGRID_SESSION_TLS_CA",
+	Cert:       "DMGRID_SESSION_TLS_CERT",
+	Key:        "DMGRID_SESSION_TLS_KEY",
+	ServerName: "DMGRID_SESSION_TLS_SERVER_NAME",
+}
+
+// ClientConfig is a gRPC client's TLS: off when every field is empty. Any field turns it on;
+// without CAFile the system's roots verify the server.
+type ClientConfig struct {
+	CAFile   string // PEM bundle that verifies the server's certificate
+	CertFile string // PEM client certificate (chain), for servers that require one
+	KeyFile  string // its private key
+	// ServerName is the name the server's certificate must hold, instead of the host of the
+	// dial target (needed when the target's host is not in the certificate).
+	ServerName string
+}
+
+// ReadClient reads the client settings named by v through r (checked by ClientConfig.Validate).
+func ReadClient(r *envflag.Reader, v ClientVars) ClientConfig {
+	return ClientConfig{CAFile: r.String(v.CA, ""), CertFile: r.String(v.Cert, ""), KeyFile: r.String(v.Key, ""), ServerName: r.String(v.ServerName, "")}
+}
+
+// Enabled reports whether the client dials with TLS.
+func (c ClientConfig) Enabled() bool {
+	return c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" || c.ServerName != ""
+}
+
+// Validate checks the settings and that the files are usable; errors name v's variables.
+func (c ClientConfig) Validate(v ClientVars) error {
+	_, err := c.TLSConfig(v)
+	return err
+}
+
+// TLSConfig returns the client's tls.Config, or nil when TLS is off.
+func (c ClientConfig) TLSConfig(v ClientVars) (*tls.Config, error) {
+	if !c.Enabled() {
+		return nil, nil
+	}
+	var errs []error
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, fmt.Errorf("%s and %s go together: set both or neither", v.Cert, v.Key))
+	}
+	if _, _, err := net.SplitHostPort(c.ServerName); err == nil {
+		errs = append(errs, fmt.Errorf("%s: want a host name without a port, not %q", v.ServerName, c.ServerName))
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
+	if c.CAFile != "" {
+		pool, err := loadPool(c.CAFile, v.CA)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		cfg.RootCAs = pool
+	}
+	if c.CertFile != "" && c.KeyFile != "" {
+		cert, err := loadKeyPair(c.CertFile, c.KeyFile, v.Cert, v.Key)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return cfg, nil
+}
+
+// Credentials returns the client's transport credentials: TLS when enabled, else plaintext.
+func (c ClientConfig) Credentials(v ClientVars) (credentials.TransportCredentials, error) {
+	cfg, err := c.TLSConfig(v)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return insecure.NewCredentials(), nil
+	}
+	return credentials.NewTLS(cfg), nil
+}
+
+// Addresses turns a static list of host:port entries into resolver addresses. A static
+// list has no host name in its dial target, so with TLS on (and no ServerName override)
+// each address is verified against its own host: the server's certificate must hold that
+// name or IP address.
+func (c ClientConfig) Addresses(hostPorts []string) []resolver.Address {
+	out := make([]resolver.Address, 0, len(hostPorts))
+	for _, a := range hostPorts {
+		ra := resolver.Address{Addr: a}
+		if c.Enabled() && c.ServerName == "" {
+			if host, _, err := net.SplitHostPort(a); err == nil {
+				ra.ServerName = host
+			}
+		}
+		out = append(out, ra)
+	}
+	return out
+}
+
+func loadKeyPair(certFile, keyFile, certVar, keyVar string) (tls.Certificate, error) {
+	certPEM, cerr := os.ReadFile(certFile)
+	keyPEM, kerr := os.ReadFile(keyFile)
+	if cerr != nil || kerr != nil {
+		var errs []error
+		if cerr != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", certVar, cerr))
+		}
+		if kerr != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", keyVar, kerr))
+		}
+		return tls.Certificate{}, errors.Join(errs...)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("%s / %s: not a PEM certificate and its private key (%s, %s): %w", certVar, keyVar, certFile, keyFile, err)
+	}
+	return cert, nil
+}
+
+func loadPool(file, v string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", v, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: %s holds no PEM certificate", v, file)
+	}
+	return pool, nil
+}
