@@ -15,16 +15,21 @@ import (
 	"github.com/dmgrid/dmgrid/services/notifier"
 )
 
-// startNotifier serves a notifier (log provider) for st on loopback and returns its address.
-func startNotifier(t *testing.T, st *e2e.Stack) string {
+// startNotifier serves a notifier (log provider) for st on loopback and returns its address;
+// opts adjust its configuration (TLS, say).
+func startNotifier(t *testing.T, st *e2e.Stack, opts ...func(*notifier.Config)) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := notifier.New(ctx, notifier.Config{
+	cfg := notifier.Config{
 		RedisURL: testredis.URL(t), RedisPrefix: st.Prefix, SessionAddr: strings.Join(st.GRPCAddrs, ","),
 		Routes: "default=log", PKG0Version: 11, MaxAttempts: 2, BackoffMin: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
 		AnswerTimeout: time.Minute, PollInterval: 20 * time.Millisecond, Lease: 10 * time.Second, SendTimeout: 2 * time.Second,
 		Concurrency: 2, MaxEventAge: time.Hour,
-	}, nil)
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	svc, err := notifier.New(ctx, cfg, nil)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -1,16 +1,13 @@
 package main
 
 import (
-	"context"
 	"net"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/dmgrid/dmgrid/internal/e2e"
 	"github.com/dmgrid/dmgrid/internal/grpctls"
-	"github.com/dmgrid/dmgrid/internal/testredis"
 	"github.com/dmgrid/dmgrid/services/notifier"
 )
 
@@ -66,34 +63,12 @@ func TestTLS(t *testing.T) {
 	a.fails(2, []string{"--tls-ca", pki.CA.CAFile, "syncml", "decode"}, "not syncml")
 
 	// The notifier: TLS server, mutual TLS client of the session worker.
-	ctx, cancel := context.WithCancel(context.Background())
 	nsrvCert, nsrvKey := pki.CA.Server(t, "notifier")
-	svc, err := notifier.New(ctx, notifier.Config{
-		RedisURL: testredis.URL(t), RedisPrefix: st.Prefix, SessionAddr: strings.Join(st.GRPCAddrs, ","), SessionTLS: pki.Client(),
-		GRPCTLS: grpctls.ServerConfig{CertFile: nsrvCert, KeyFile: nsrvKey},
-		Routes:  "default=log", PKG0Version: 11, MaxAttempts: 2, BackoffMin: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
-		AnswerTimeout: time.Minute, PollInterval: 20 * time.Millisecond, Lease: 10 * time.Second, SendTimeout: 2 * time.Second,
-		Concurrency: 2, MaxEventAge: time.Hour,
-	}, nil)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = svc.Serve(ctx, lis)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		svc.Close()
+	addr := startNotifier(t, st, func(c *notifier.Config) {
+		c.SessionTLS = pki.Client()
+		c.GRPCTLS = grpctls.ServerConfig{CertFile: nsrvCert, KeyFile: nsrvKey}
 	})
-	n := &apiT{t: t, st: st, addr: lis.Addr().String()}
+	n := &apiT{t: t, st: st, addr: addr}
 	out = n.ok(append([]string{"notify", "IMEI:tls-a"}, "--tls-ca", pki.CA.CAFile)...)
 	if field(t, out, "device_id") != "IMEI:tls-a" || field(t, out, "state") != "queued" {
 		t.Fatalf("notify over TLS printed:\n%s", out)
