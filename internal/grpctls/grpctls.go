@@ -5,8 +5,11 @@
 // credentials the same way everywhere.
 //
 // TLS 1.2 is the minimum; Go negotiates 1.3 whenever both ends have it. There is no way to
-// skip certificate verification. Files are read once at start (like the gateway's HTTPS
-// certificate): a rotated certificate takes effect when the process restarts.
+// skip certificate verification. Every file is read and checked at start. The certificate and
+// key (a server's, a client's) are then reloaded when their files change (internal/certfile:
+// checked on a handshake at most every 30 s; a renewed pair that cannot be used is logged and
+// the last good one kept), so a renewed Secret reaches running pods. The CA bundles are read
+// once: a new CA takes effect when the process restarts.
 package grpctls
 
 import (
@@ -14,13 +17,16 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 
+	"github.com/dmgrid/dmgrid/internal/certfile"
 	"github.com/dmgrid/dmgrid/internal/envflag"
 )
 
@@ -36,8 +42,14 @@ type ServerConfig struct {
 	CertFile string // DMGRID_GRPC_TLS_CERT
 	KeyFile  string // DMGRID_GRPC_TLS_KEY
 	// ClientCAFile (DMGRID_GRPC_TLS_CLIENT_CA) turns on mutual TLS: every client must present
-	// a certificate signed by one of these CAs, or its handshake fails.
+	// a certificate signed by one of these CAs, or its handshake fails. Read once at start.
 	ClientCAFile string
+
+	// Not settings: how often the certificate files are checked for a renewal
+	// (certfile.DefaultInterval when zero; tests shorten it) and where a renewal that cannot
+	// be used is logged (slog.Default() when nil).
+	ReloadInterval time.Duration
+	Log            *slog.Logger
 }
 
 // ReadServer reads DMGRID_GRPC_TLS_* through r (checked by ServerConfig.Validate).
@@ -68,11 +80,11 @@ func (c ServerConfig) TLSConfig() (*tls.Config, error) {
 		return nil, errors.Join(errs...)
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	cert, err := loadKeyPair(c.CertFile, c.KeyFile, EnvCert, EnvKey)
+	pair, err := loadPair(c.CertFile, c.KeyFile, EnvCert, EnvKey, c.ReloadInterval, c.Log)
 	if err != nil {
 		errs = append(errs, err)
 	} else {
-		cfg.Certificates = []tls.Certificate{cert}
+		cfg.GetCertificate = pair.GetCertificate
 	}
 	if c.ClientCAFile != "" {
 		pool, err := loadPool(c.ClientCAFile, EnvClientCA)
@@ -117,6 +129,12 @@ type ClientConfig struct {
 	// ServerName is the name the server's certificate must hold, instead of the host of the
 	// dial target (needed when the target's host is not in the certificate).
 	ServerName string
+
+	// Not settings: how often the client certificate's files are checked for a renewal
+	// (certfile.DefaultInterval when zero; tests shorten it) and where a renewal that cannot
+	// be used is logged (slog.Default() when nil).
+	ReloadInterval time.Duration
+	Log            *slog.Logger
 }
 
 // ReadClient reads the client settings named by v through r (checked by ClientConfig.Validate).
@@ -156,11 +174,11 @@ func (c ClientConfig) TLSConfig(v ClientVars) (*tls.Config, error) {
 		cfg.RootCAs = pool
 	}
 	if c.CertFile != "" && c.KeyFile != "" {
-		cert, err := loadKeyPair(c.CertFile, c.KeyFile, v.Cert, v.Key)
+		pair, err := loadPair(c.CertFile, c.KeyFile, v.Cert, v.Key, c.ReloadInterval, c.Log)
 		if err != nil {
 			errs = append(errs, err)
 		} else {
-			cfg.Certificates = []tls.Certificate{cert}
+			cfg.GetClientCertificate = pair.GetClientCertificate
 		}
 	}
 	if len(errs) > 0 {
@@ -197,6 +215,15 @@ func (c ClientConfig) Addresses(hostPorts []string) []resolver.Address {
 		out = append(out, ra)
 	}
 	return out
+}
+
+// loadPair loads a certificate and key that are reloaded when their files change; errors
+// (at start and in the log of a failed reload) name the variables.
+func loadPair(certFile, keyFile, certVar, keyVar string, every time.Duration, log *slog.Logger) (*certfile.Pair, error) {
+	return certfile.Load(certFile, keyFile, certfile.Options{Interval: every, Log: log,
+		Load: func(certFile, keyFile string) (tls.Certificate, error) {
+			return loadKeyPair(certFile, keyFile, certVar, keyVar)
+		}})
 }
 
 func loadKeyPair(certFile, keyFile, certVar, keyVar string) (tls.Certificate, error) {

@@ -54,7 +54,7 @@ func TestServerConfig(t *testing.T) {
 	if err != nil || cfg == nil {
 		t.Fatalf("good config: %v", err)
 	}
-	if cfg.MinVersion != tls.VersionTLS12 || cfg.ClientAuth != tls.RequireAndVerifyClientCert || cfg.ClientCAs == nil || len(cfg.Certificates) != 1 || cfg.InsecureSkipVerify {
+	if cfg.MinVersion != tls.VersionTLS12 || cfg.ClientAuth != tls.RequireAndVerifyClientCert || cfg.ClientCAs == nil || cfg.GetCertificate == nil || cfg.InsecureSkipVerify {
 		t.Fatalf("server tls.Config: min %x auth %v", cfg.MinVersion, cfg.ClientAuth)
 	}
 	if cfg, _ := (grpctls.ServerConfig{CertFile: cert, KeyFile: key}).TLSConfig(); cfg.ClientAuth != tls.NoClientCert {
@@ -98,7 +98,7 @@ func TestClientConfig(t *testing.T) {
 	c := grpctls.ReadClient(reader(map[string]string{"DMGRID_SESSION_TLS_CA": ca.CAFile, "DMGRID_SESSION_TLS_CERT": cert,
 		"DMGRID_SESSION_TLS_KEY": key, "DMGRID_SESSION_TLS_SERVER_NAME": "session.internal"}), v)
 	cfg, err := c.TLSConfig(v)
-	if err != nil || cfg.MinVersion != tls.VersionTLS12 || cfg.RootCAs == nil || len(cfg.Certificates) != 1 || cfg.ServerName != "session.internal" || cfg.InsecureSkipVerify {
+	if err != nil || cfg.MinVersion != tls.VersionTLS12 || cfg.RootCAs == nil || cfg.GetClientCertificate == nil || cfg.ServerName != "session.internal" || cfg.InsecureSkipVerify {
 		t.Fatalf("client tls.Config: %+v %v", cfg, err)
 	}
 	if creds, err := c.Credentials(v); err != nil || creds.Info().SecurityProtocol != "tls" {

@@ -64,6 +64,9 @@ func ServeGRPC(ctx context.Context, lis net.Listener, t Tier, o Options) error {
 		}
 		return err
 	}
+	if o.TLS.Log == nil {
+		o.TLS.Log = o.Log // certificate reloads are logged with the service's logger
+	}
 	creds, err := o.TLS.Credentials()
 	if err != nil {
 		return fail(err)

@@ -7,7 +7,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -64,6 +63,9 @@ type Config struct {
 
 	// Telemetry, when set (tests, the dev stack), is used instead of building providers.
 	Telemetry *telemetry.Telemetry
+	// TLSReloadInterval is how often the HTTPS certificate's files are checked for a renewal
+	// (certfile.DefaultInterval, 30 s, when zero); not a setting, tests shorten it.
+	TLSReloadInterval time.Duration
 }
 
 // ConfigFromEnv reads the configuration through lookup and validates it.
@@ -173,6 +175,9 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	g.messages, _ = meter.Int64Counter("dmgrid_gateway_messages_total", metric.WithDescription("device messages, by encoding and HTTP status"))
 	g.duration, _ = meter.Float64Histogram("dmgrid_gateway_message_duration_seconds", metric.WithDescription("time from request to reply"), metric.WithUnit("s"), telemetry.LatencySeconds)
 
+	if cfg.SessionTLS.Log == nil {
+		cfg.SessionTLS.Log = log // a renewed client certificate that cannot be used
+	}
 	creds, err := cfg.SessionTLS.Credentials(grpctls.SessionClientVars)
 	if err != nil {
 		g.closeTelemetry()
@@ -406,19 +411,16 @@ func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	tlsOn := g.cfg.TLSCertFile != ""
 	if tlsOn {
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		if g.cfg.TLSClientCAs != "" {
-			pool, err := loadCAs(g.cfg.TLSClientCAs)
-			if err != nil {
-				return err
-			}
-			srv.TLSConfig.ClientCAs, srv.TLSConfig.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		cfg, err := serverTLS(g.cfg, g.log)
+		if err != nil {
+			return err
 		}
+		srv.TLSConfig = cfg
 	}
 	errc := make(chan error, 1)
 	go func() {
 		if tlsOn {
-			errc <- srv.ServeTLS(lis, g.cfg.TLSCertFile, g.cfg.TLSKeyFile)
+			errc <- srv.ServeTLS(lis, "", "") // the certificate comes from TLSConfig.GetCertificate
 		} else {
 			errc <- srv.Serve(lis)
 		}

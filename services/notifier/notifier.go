@@ -133,7 +133,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("connect redis: %w", err)
 	}
 	s.st = store.New(s.rdb, cfg.RedisPrefix, store.Options{})
-	conn, err := dialSession(cfg.SessionAddr, cfg.SessionTLS)
+	sessTLS := cfg.SessionTLS
+	if sessTLS.Log == nil {
+		sessTLS.Log = log // certificate reloads are logged with the service's logger
+	}
+	conn, err := dialSession(cfg.SessionAddr, sessTLS)
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("session client %s: %w", cfg.SessionAddr, err)
