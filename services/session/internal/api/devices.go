@@ -31,24 +31,16 @@ type Devices struct {
 	Propagator propagation.TextMapPropagator
 }
 
-// changed publishes a device_changed event (labels, MSISDN, deletion) through the device's
-// outbox, so the inventory keeps labels without reading accounts. A failure is returned: the
-// account change itself has been stored, and the caller may retry the same update.
-func (s *Devices) changed(ctx context.Context, id string, labels map[string]string, msisdn string, deleted bool) error {
-	b, err := s.changedEvent(ctx, id, labels, msisdn, deleted)
-	if err != nil {
-		return err
-	}
-	if err := s.St.AppendOutbox(ctx, id, [][]byte{b}); err != nil {
-		return err
-	}
+// notify tells the relay that the device's outbox has a new event.
+func (s *Devices) notify(id string) {
 	if s.Relay != nil {
 		s.Relay.Notify(id)
 	}
-	return nil
 }
 
-// changedEvent builds a device_changed event.
+// changedEvent builds a device_changed event (labels, MSISDN, deletion), which the store
+// appends to the device's outbox with the change itself, so the inventory keeps labels
+// without reading accounts.
 func (s *Devices) changedEvent(ctx context.Context, id string, labels map[string]string, msisdn string, deleted bool) ([]byte, error) {
 	return frame(ctx, s.Propagator, &eventsv1.Event{DeviceId: id, Time: timestamppb.New(s.Now()),
 		Payload: &eventsv1.Event_DeviceChanged{DeviceChanged: &eventsv1.DeviceChanged{Labels: labels, Msisdn: msisdn, Deleted: deleted}}})
@@ -158,6 +150,9 @@ func (s *Devices) CreateDevice(ctx context.Context, req *devicev1.CreateDeviceRe
 	if nd.Account.ClientNonce, err = dmauth.NewNonce(); err != nil {
 		return nil, withInfo(codes.Internal, "NONCE", "make nonce", nil)
 	}
+	if nd.Event, err = s.changedEvent(ctx, d.DeviceId, nd.Labels, nd.Account.MSISDN, false); err != nil {
+		return nil, status.Errorf(codes.Internal, "encode event: %v", err)
+	}
 	err = s.St.CreateDevice(ctx, nd, s.Now())
 	if errors.Is(err, store.ErrExists) && nd.RequestID != "" {
 		if got, gerr := s.St.GetDevice(ctx, d.DeviceId); gerr == nil && got.RequestID == nd.RequestID {
@@ -167,12 +162,10 @@ func (s *Devices) CreateDevice(ctx context.Context, req *devicev1.CreateDeviceRe
 	if err != nil {
 		return nil, storeErr(err, "device "+d.DeviceId, map[string]string{"device_id": d.DeviceId})
 	}
+	s.notify(d.DeviceId)
 	got, err := s.St.GetDevice(ctx, d.DeviceId)
 	if err != nil {
 		return nil, storeErr(err, "device "+d.DeviceId, nil)
-	}
-	if err := s.changed(ctx, got.Account.DeviceID, got.Labels, got.Account.MSISDN, false); err != nil {
-		return nil, storeErr(err, "device event of "+d.DeviceId, nil)
 	}
 	return &devicev1.CreateDeviceResponse{Device: deviceToProto(got)}, nil
 }
@@ -277,6 +270,9 @@ func (s *Devices) UpdateDevice(ctx context.Context, req *devicev1.UpdateDeviceRe
 		if err != nil {
 			return nil, err
 		}
+		if nd.Event, err = s.changedEvent(ctx, d.DeviceId, nd.Labels, nd.Account.MSISDN, false); err != nil {
+			return nil, status.Errorf(codes.Internal, "encode event: %v", err)
+		}
 		got, err = s.St.UpdateDevice(ctx, cur, nd, s.Now())
 		if err == nil {
 			break
@@ -285,9 +281,7 @@ func (s *Devices) UpdateDevice(ctx context.Context, req *devicev1.UpdateDeviceRe
 			return nil, storeErr(err, "device "+d.DeviceId, map[string]string{"device_id": d.DeviceId})
 		}
 	}
-	if err := s.changed(ctx, got.Account.DeviceID, got.Labels, got.Account.MSISDN, false); err != nil {
-		return nil, storeErr(err, "device event of "+d.DeviceId, nil)
-	}
+	s.notify(d.DeviceId)
 	return &devicev1.UpdateDeviceResponse{Device: deviceToProto(got)}, nil
 }
 
@@ -345,8 +339,6 @@ func (s *Devices) DeleteDevice(ctx context.Context, req *devicev1.DeleteDeviceRe
 	if err := s.St.DeleteDevice(ctx, req.DeviceId, etag, now, ev, deleted); err != nil {
 		return nil, storeErr(err, "device "+req.DeviceId, map[string]string{"device_id": req.DeviceId})
 	}
-	if s.Relay != nil {
-		s.Relay.Notify(req.DeviceId)
-	}
+	s.notify(req.DeviceId)
 	return &devicev1.DeleteDeviceResponse{}, nil
 }

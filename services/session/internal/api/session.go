@@ -225,10 +225,7 @@ func (s *Sessions) correlate(ctx context.Context, dev string, evs []engine.Event
 			continue
 		}
 		item := engine.ResultItem{URI: e.SourceURI, Format: e.Format, MIME: e.AlertType, Data: e.Data}
-		ev := func(c *engine.Command) []byte {
-			b, _ := frame(ctx, s.Propagator, eventToProto(engine.Event{Kind: engine.EventCommandStateChanged, Command: c}, dev, now))
-			return b // marshalling our own event cannot fail
-		}
+		ev := func(c *engine.Command) []byte { b, _ := commandEvent(ctx, s.Propagator, c, now); return b } // marshalling our own event cannot fail
 		if _, err := s.St.AttachAlert(ctx, dev, e.Correlator, item, now, ev); err != nil {
 			s.Log.Warn("attach generic alert", "device_id", dev, "correlator", e.Correlator, "err", err)
 		}

@@ -17,12 +17,13 @@ import (
 
 // createScript creates an account only if it does not exist, with a new generation (gen:
 // engine.Account.Gen, so sessions of a deleted account with the same device id are not
-// continued).
+// continued), and appends its device_changed event (ARGV[4], "" = none) to the outbox.
 //
-//	KEYS: 1 acct; ARGV: 1 data json, 2 client nonce b64, 3 generation
+//	KEYS: 1 acct, 2 outbox; ARGV: 1 data json, 2 client nonce b64, 3 generation, 4 event
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'data', ARGV[1], 'cn', ARGV[2], 'etag', 1, 'gen', ARGV[3])
+if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[4]) end
 return 1
 `)
 
@@ -31,13 +32,16 @@ return 1
 // nonce, server nonce, new etag}; {-1} when there is no account, {0} when the etag or the
 // generation differs (the device was deleted and created again: its etag starts over).
 //
-//	KEYS: 1 acct; ARGV: 1 data json, 2 expected etag, 3 expected generation
+// It appends the device_changed event (ARGV[4], "" = none) to the outbox with the change.
+//
+//	KEYS: 1 acct, 2 outbox; ARGV: 1 data json, 2 expected etag, 3 expected generation, 4 event
 var updateScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local cur = tonumber(redis.call('HGET', KEYS[1], 'etag') or '0')
 if tonumber(ARGV[2]) ~= 0 and cur ~= tonumber(ARGV[2]) then return {0} end
 if (redis.call('HGET', KEYS[1], 'gen') or '') ~= ARGV[3] then return {0} end
 redis.call('HSET', KEYS[1], 'data', ARGV[1], 'etag', cur + 1)
+if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[4]) end
 local nonces = redis.call('HMGET', KEYS[1], 'cn', 'sn')
 return {1, nonces[1], nonces[2], cur + 1}
 `)
@@ -107,6 +111,10 @@ type NewDevice struct {
 	ServerBasicSealed string
 	Labels            map[string]string
 	RequestID         string // the create request's id, for idempotent retries
+	// Event (nil = none) is appended to the device's outbox in the same atomic step as the
+	// create or update (its device_changed event), so a stored change is never left
+	// without its event.
+	Event []byte
 }
 
 func (s *Store) encodeAccount(d NewDevice, created, now time.Time) (string, error) {
@@ -140,7 +148,8 @@ func (s *Store) CreateDevice(ctx context.Context, d NewDevice, now time.Time) er
 	if _, err := rand.Read(gen); err != nil {
 		return fmt.Errorf("create device %s: generation: %w", id, err)
 	}
-	ok, err := createScript.Run(ctx, s.rdb, []string{s.acctKey(id)}, data, nonceArg(d.Account.ClientNonce), base64.RawURLEncoding.EncodeToString(gen)).Int()
+	ok, err := createScript.Run(ctx, s.rdb, []string{s.acctKey(id), s.outboxKey(id)}, data, nonceArg(d.Account.ClientNonce),
+		base64.RawURLEncoding.EncodeToString(gen), d.Event).Int()
 	if err != nil {
 		return fmt.Errorf("create device %s: %w", id, err)
 	}
@@ -216,7 +225,7 @@ func (s *Store) UpdateDevice(ctx context.Context, old *Device, d NewDevice, now 
 	if err != nil {
 		return nil, fmt.Errorf("update device %s: %w", id, err)
 	}
-	res, err := updateScript.Run(ctx, s.rdb, []string{s.acctKey(id)}, data, old.Etag, old.Account.Gen).Slice()
+	res, err := updateScript.Run(ctx, s.rdb, []string{s.acctKey(id), s.outboxKey(id)}, data, old.Etag, old.Account.Gen, d.Event).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("update device %s: %w", id, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -285,11 +286,17 @@ func encodeOpen(s *engine.Session) string {
 
 func decodeOpen(sid, raw string) (engine.OpenSession, error) {
 	o := engine.OpenSession{ID: sid, Stored: raw}
-	var ms int64
-	if _, err := fmt.Sscanf(raw, "%d %d %d", &ms, &o.Messages, &o.Completed); err != nil {
+	f := strings.Fields(raw) // read on every Load with an open session: no fmt scanning
+	if len(f) != 3 {
+		return o, fmt.Errorf("entry %q: want 3 fields", raw)
+	}
+	ms, err1 := strconv.ParseInt(f[0], 10, 64)
+	msgs, err2 := strconv.Atoi(f[1])
+	done, err3 := strconv.Atoi(f[2])
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return o, fmt.Errorf("entry %q: %w", raw, err)
 	}
-	o.LastActive = time.UnixMilli(ms)
+	o.LastActive, o.Messages, o.Completed = time.UnixMilli(ms), msgs, done
 	return o, nil
 }
 
