@@ -67,11 +67,7 @@ func (r *Reader) Duration(k, def string) time.Duration {
 
 // DurationOrZero returns a duration that may be zero (0 turns the feature off).
 func (r *Reader) DurationOrZero(k, def string) time.Duration {
-	v := r.String(k, def)
-	if v == "0" {
-		return 0
-	}
-	d, err := time.ParseDuration(v)
+	d, err := time.ParseDuration(r.String(k, def)) // "0" parses as 0
 	if err != nil || d < 0 {
 		r.errs = append(r.errs, fmt.Errorf("%s: want a duration such as 30s, or 0", k))
 	}

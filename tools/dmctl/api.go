@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/dmgrid/dmgrid/internal/envflag"
 	"github.com/dmgrid/dmgrid/internal/grpctls"
 )
 
@@ -50,8 +51,8 @@ var tlsVars = grpctls.ClientVars{CA: "--tls-ca (DMGRID_TLS_CA)", Cert: "--tls-ce
 
 func defaultGlobals() globals {
 	g := globals{addr: os.Getenv("DMGRID_ADDR"), output: "text", timeout: defaultTimeout,
-		tls: grpctls.ClientConfig{CAFile: os.Getenv("DMGRID_TLS_CA"), CertFile: os.Getenv("DMGRID_TLS_CERT"),
-			KeyFile: os.Getenv("DMGRID_TLS_KEY"), ServerName: os.Getenv("DMGRID_TLS_SERVER_NAME")}}
+		tls: grpctls.ReadClient(envflag.NewReader(os.LookupEnv), grpctls.ClientVars{CA: "DMGRID_TLS_CA", Cert: "DMGRID_TLS_CERT",
+			Key: "DMGRID_TLS_KEY", ServerName: "DMGRID_TLS_SERVER_NAME"})}
 	if g.addr == "" {
 		g.addr = defaultAddr
 	}

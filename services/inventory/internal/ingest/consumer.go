@@ -30,15 +30,6 @@ type Applier interface {
 	ApplyBatch(ctx context.Context, ups []store.Update) ([]store.Result, error)
 }
 
-// Dead-letter message headers (shared with every consumer, see pkg/events).
-const (
-	HeaderReason     = events.HeaderDeadLetterReason
-	HeaderConsumer   = events.HeaderDeadLetterConsumer
-	HeaderSubject    = events.HeaderOriginalSubject
-	HeaderStreamSeq  = events.HeaderOriginalStreamSeq
-	HeaderDeliveries = events.HeaderDeliveries
-)
-
 // Config tunes the consumer.
 type Config struct {
 	Stream            string          // the events stream (default events.DefaultStream)

@@ -128,8 +128,8 @@ func TestMalformedIsDeadLettered(t *testing.T) {
 	}
 	for i, want := range []string{"not a dmgrid.events.v1.Event", "no device_id"} {
 		h := dls[i].Header
-		if dls[i].Subject != "dmgrid.deadletter.inventory" || !strings.Contains(h.Get(HeaderReason), want) ||
-			h.Get(HeaderSubject) == "" || h.Get(HeaderStreamSeq) == "" {
+		if dls[i].Subject != "dmgrid.deadletter.inventory" || !strings.Contains(h.Get(events.HeaderDeadLetterReason), want) ||
+			h.Get(events.HeaderOriginalSubject) == "" || h.Get(events.HeaderOriginalStreamSeq) == "" {
 			t.Fatalf("dead letter %d: %s %v", i, dls[i].Subject, h)
 		}
 	}
@@ -194,8 +194,8 @@ func TestFailuresRetriedThenDeadLettered(t *testing.T) {
 	}
 	f.mu.Unlock()
 	dls := r.deadLetters(t, "DL")
-	if len(dls) != 1 || !strings.Contains(dls[0].Header.Get(HeaderReason), "not applied after 3 attempts: ") ||
-		dls[0].Header.Get(HeaderDeliveries) != "3" {
+	if len(dls) != 1 || !strings.Contains(dls[0].Header.Get(events.HeaderDeadLetterReason), "not applied after 3 attempts: ") ||
+		dls[0].Header.Get(events.HeaderDeliveries) != "3" {
 		t.Fatalf("dead letters = %+v", dls)
 	}
 	// The dead letter carries the event unchanged.
