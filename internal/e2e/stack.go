@@ -27,8 +27,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 
 	commandv1 "github.com/dmgrid/dmgrid/proto/dmgrid/command/v1"
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
@@ -323,14 +321,7 @@ func DialWorkers(addrs []string) (*grpc.ClientConn, error) {
 
 // DialWorkersTLS is DialWorkers with the client TLS c (plaintext when c is not enabled).
 func DialWorkersTLS(addrs []string, c grpctls.ClientConfig) (*grpc.ClientConn, error) {
-	creds, err := c.Credentials(grpctls.SessionClientVars)
-	if err != nil {
-		return nil, err
-	}
-	r := manual.NewBuilderWithScheme("e2e-workers")
-	r.InitialState(resolver.State{Addresses: c.Addresses(addrs)})
-	return grpc.NewClient(r.Scheme()+":///workers", grpc.WithResolvers(r), grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	return c.Dial(strings.Join(addrs, ","), grpctls.SessionClientVars)
 }
 
 // listenAgain listens on addr, retrying briefly while the previous listener's port is not

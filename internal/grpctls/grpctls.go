@@ -20,11 +20,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/dmgrid/dmgrid/internal/certfile"
 	"github.com/dmgrid/dmgrid/internal/envflag"
@@ -215,6 +218,31 @@ func (c ClientConfig) Addresses(hostPorts []string) []resolver.Address {
 		out = append(out, ra)
 	}
 	return out
+}
+
+// Dial connects to addr, balancing round-robin over every address it resolves to: a gRPC
+// target with a scheme ("dns:///session-headless:9090") as it is, or a comma-separated
+// host:port list through a static resolver (each address verified against its own host,
+// see Addresses). The transport is c's (plaintext when not enabled); opts are added.
+func (c ClientConfig) Dial(addr string, v ClientVars, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	creds, err := c.Credentials(v)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	if strings.Contains(addr, "://") {
+		return grpc.NewClient(addr, opts...)
+	}
+	var list []string
+	for _, a := range strings.Split(addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			list = append(list, a)
+		}
+	}
+	r := manual.NewBuilderWithScheme("dmgrid-static")
+	r.InitialState(resolver.State{Addresses: c.Addresses(list)})
+	return grpc.NewClient(r.Scheme()+":///static", append(opts, grpc.WithResolvers(r))...)
 }
 
 // loadPair loads a certificate and key that are reloaded when their files change; errors

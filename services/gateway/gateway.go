@@ -25,8 +25,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -139,24 +137,6 @@ type msgKey struct {
 	status   int
 }
 
-// dialTarget turns SessionAddr into a gRPC target: "dns:///..." (or another scheme) as is,
-// a comma-separated host:port list through a static resolver (whose addresses carry their
-// hosts as TLS server names, see grpctls.ClientConfig.Addresses).
-func dialTarget(addr string, tlsCfg grpctls.ClientConfig) (string, []grpc.DialOption) {
-	if strings.Contains(addr, "://") {
-		return addr, nil
-	}
-	r := manual.NewBuilderWithScheme("dmgrid-static")
-	var list []string
-	for _, a := range strings.Split(addr, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			list = append(list, a)
-		}
-	}
-	r.InitialState(resolver.State{Addresses: tlsCfg.Addresses(list)})
-	return r.Scheme() + ":///session", []grpc.DialOption{grpc.WithResolvers(r)}
-}
-
 // New builds a gateway and its gRPC client (round-robin over every resolved worker).
 func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
@@ -178,19 +158,9 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if cfg.SessionTLS.Log == nil {
 		cfg.SessionTLS.Log = log // a renewed client certificate that cannot be used
 	}
-	creds, err := cfg.SessionTLS.Credentials(grpctls.SessionClientVars)
-	if err != nil {
-		g.closeTelemetry()
-		return nil, err
-	}
-	target, opts := dialTarget(cfg.SessionAddr, cfg.SessionTLS)
-	opts = append(opts,
-		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
+	conn, err := cfg.SessionTLS.Dial(cfg.SessionAddr, grpctls.SessionClientVars,
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(g.tel.Tracers),
-			otelgrpc.WithMeterProvider(g.tel.Meters), otelgrpc.WithPropagators(g.tel.Propagator))),
-	)
-	conn, err := grpc.NewClient(target, opts...)
+			otelgrpc.WithMeterProvider(g.tel.Meters), otelgrpc.WithPropagators(g.tel.Propagator))))
 	if err != nil {
 		g.closeTelemetry()
 		return nil, fmt.Errorf("dial session workers %s: %w", cfg.SessionAddr, err)

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,8 +28,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 
 	notifierv1 "github.com/dmgrid/dmgrid/proto/dmgrid/notifier/v1"
 	sessionv1 "github.com/dmgrid/dmgrid/proto/dmgrid/session/v1"
@@ -189,29 +186,10 @@ func (s *Service) buildProviders() error {
 	return nil
 }
 
-// dialSession connects to the session tier: a comma-separated list of addresses is balanced
-// round-robin; anything else is a gRPC target. With TLS each worker's certificate is
-// verified (against the target's host, each listed address's host, or the configured
-// server name).
+// dialSession connects to the session tier as the gateway does (grpctls.ClientConfig.Dial:
+// a gRPC target, or a host:port list balanced round-robin).
 func dialSession(addr string, tlsCfg grpctls.ClientConfig) (*grpc.ClientConn, error) {
-	creds, err := tlsCfg.Credentials(grpctls.SessionClientVars)
-	if err != nil {
-		return nil, err
-	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`)}
-	if !strings.Contains(addr, ",") {
-		return grpc.NewClient(addr, opts...)
-	}
-	r := manual.NewBuilderWithScheme("dmgrid-session")
-	var list []string
-	for _, a := range strings.Split(addr, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			list = append(list, a)
-		}
-	}
-	r.InitialState(resolver.State{Addresses: tlsCfg.Addresses(list)})
-	return grpc.NewClient(r.Scheme()+":///session", append(opts, grpc.WithResolvers(r))...)
+	return tlsCfg.Dial(addr, grpctls.SessionClientVars)
 }
 
 // Register adds NotifierService and health to a gRPC server.
