@@ -90,7 +90,7 @@ func (c ServerConfig) TLSConfig() (*tls.Config, error) {
 		cfg.GetCertificate = pair.GetCertificate
 	}
 	if c.ClientCAFile != "" {
-		pool, err := loadPool(c.ClientCAFile, EnvClientCA)
+		pool, err := LoadPool(c.ClientCAFile, EnvClientCA)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -170,7 +170,7 @@ func (c ClientConfig) TLSConfig(v ClientVars) (*tls.Config, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
 	if c.CAFile != "" {
-		pool, err := loadPool(c.CAFile, v.CA)
+		pool, err := LoadPool(c.CAFile, v.CA)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -274,7 +274,8 @@ func loadKeyPair(certFile, keyFile, certVar, keyVar string) (tls.Certificate, er
 	return cert, nil
 }
 
-func loadPool(file, v string) (*x509.CertPool, error) {
+// LoadPool reads a PEM bundle of CA certificates; errors name v (the setting) and the file.
+func LoadPool(file, v string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", v, err)

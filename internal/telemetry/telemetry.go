@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -171,8 +172,8 @@ func (h HeaderCarrier) Keys() []string {
 // each time. The key must determine the attributes; at most MaxAttrCache keys are kept
 // (beyond that the options are built each time).
 type AttrCache[K comparable] struct {
-	mu sync.RWMutex
-	m  map[K]metric.MeasurementOption
+	m sync.Map // K → metric.MeasurementOption; read without a lock on the hot paths
+	n atomic.Int32
 }
 
 // MaxAttrCache bounds an AttrCache.
@@ -180,21 +181,15 @@ const MaxAttrCache = 1024
 
 // Get returns the option for k, built from kv the first time.
 func (c *AttrCache[K]) Get(k K, kv ...attribute.KeyValue) metric.MeasurementOption {
-	c.mu.RLock()
-	o, ok := c.m[k]
-	c.mu.RUnlock()
-	if ok {
-		return o
+	if o, ok := c.m.Load(k); ok {
+		return o.(metric.MeasurementOption)
 	}
-	s := attribute.NewSet(kv...)
-	o = metric.WithAttributeSet(s)
-	c.mu.Lock()
-	if c.m == nil {
-		c.m = map[K]metric.MeasurementOption{}
+	o := metric.WithAttributeSet(attribute.NewSet(kv...))
+	if c.n.Load() < MaxAttrCache {
+		if prev, loaded := c.m.LoadOrStore(k, o); loaded {
+			return prev.(metric.MeasurementOption)
+		}
+		c.n.Add(1)
 	}
-	if len(c.m) < MaxAttrCache {
-		c.m[k] = o
-	}
-	c.mu.Unlock()
 	return o
 }

@@ -2,13 +2,10 @@ package gateway
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
-	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/dmgrid/dmgrid/internal/certfile"
+	"github.com/dmgrid/dmgrid/internal/grpctls"
 )
 
 // serverTLS is the HTTPS listener's configuration: TLS 1.2 minimum, the certificate and key
@@ -18,7 +15,7 @@ import (
 func serverTLS(c Config, log *slog.Logger) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.TLSClientCAs != "" {
-		pool, err := loadCAs(c.TLSClientCAs)
+		pool, err := grpctls.LoadPool(c.TLSClientCAs, "DMGRID_TLS_CLIENT_CA_FILE")
 		if err != nil {
 			return nil, err
 		}
@@ -30,16 +27,4 @@ func serverTLS(c Config, log *slog.Logger) (*tls.Config, error) {
 	}
 	cfg.GetCertificate = pair.GetCertificate
 	return cfg, nil
-}
-
-func loadCAs(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read client CA file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New("client CA file holds no PEM certificates")
-	}
-	return pool, nil
 }
