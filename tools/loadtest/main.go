@@ -955,11 +955,10 @@ func printReport(c config, r *report) {
 		case r.tierCPU == nil:
 			fmt.Printf("  CPU per message: %.0f µs in this process (gateway, workers, NATS, simulated devices; %.0f%% of it garbage collection, GOGC %s), %.0f µs in redis-server\n",
 				per(r.cpuProc), 100*r.gcShare, gogc(), per(r.cpuRedis))
-		case r.tierCPU["services"] > 0:
+		case !c.processes: // -split
 			fmt.Printf("  CPU per message: %.0f µs in the services process (gateway, %d workers; %.0f%% of it garbage collection, GOGC %s), %.0f µs in nats-server, %.0f µs in redis-server, %.0f µs in the load generator (simulated devices)\n",
 				per(r.tierCPU["services"]), c.workers, 100*r.gcShare, gogc(), per(r.tierCPU["nats"]), per(r.cpuRedis), per(r.cpuProc))
-		}
-		if r.tierCPU != nil && r.tierCPU["services"] == 0 {
+		default:
 			fmt.Printf("  CPU per message by process: gateway %.0f µs, session workers %.0f µs, nats-server %.0f µs, redis-server %.0f µs, load generator (simulated devices) %.0f µs\n",
 				per(r.tierCPU["gateway"]), per(r.tierCPU["session"]), per(r.tierCPU["nats"]), per(r.cpuRedis), per(r.cpuProc))
 		}

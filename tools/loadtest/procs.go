@@ -25,6 +25,7 @@ import (
 	devicev1 "github.com/dmgrid/dmgrid/proto/dmgrid/device/v1"
 
 	"github.com/dmgrid/dmgrid/internal/e2e"
+	"github.com/dmgrid/dmgrid/internal/testredis"
 )
 
 // target is the system under test as the load generator sees it.
@@ -66,13 +67,10 @@ func (ps *procStack) gatewayMetrics() string {
 	return ""
 }
 
+// freeAddr is a free loopback address (testredis.FreePort's port).
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	port, err := testredis.FreePort()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), err
 }
 
 // newProcStack builds pkgs into a temporary directory and returns a starter for them:
@@ -172,12 +170,12 @@ func startProcesses(ctx context.Context, c config, redisURL, prefix string, logw
 
 // startNATS starts the nats-server binary in ps.dir with JetStream on a free port.
 func (ps *procStack) startNATS(ctx context.Context, start func(name, tier, metrics string, env []string, args ...string) (*child, error)) (string, error) {
-	addr, err := freeAddr()
+	port, err := testredis.FreePort()
 	if err != nil {
 		return "", err
 	}
-	host, port, _ := net.SplitHostPort(addr)
-	if _, err := start("nats-server", "nats", "", nil, "nats-server", "-a", host, "-p", port, "-js", "-sd", filepath.Join(ps.dir, "js")); err != nil {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if _, err := start("nats-server", "nats", "", nil, "nats-server", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(ps.dir, "js")); err != nil {
 		return "", err
 	}
 	if err := waitTCP(ctx, addr, 15*time.Second); err != nil {
