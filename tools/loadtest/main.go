@@ -54,7 +54,6 @@ import (
 
 	"github.com/dmgrid/dmgrid/internal/e2e"
 	"github.com/dmgrid/dmgrid/internal/gctune"
-	"github.com/dmgrid/dmgrid/internal/telemetry"
 	"github.com/dmgrid/dmgrid/internal/testredis"
 	"github.com/dmgrid/dmgrid/pkg/dmauth"
 	"github.com/dmgrid/dmgrid/pkg/dmsim"
@@ -303,19 +302,15 @@ func run(c config) int {
 			return d
 		}
 	} else {
-		gwTel, err := telemetry.New(ctx, telemetry.Options{Service: "dmgrid-gateway"})
+		es, gwTel, err := startServices(env, c, redisURL, "", hook, log)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "loadtest: %v\n", err)
 			return 1
 		}
-		if lis, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
-			srv := &http.Server{Handler: gwTel.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
-			go srv.Serve(lis)
-			env.Cleanup(func() { srv.Close() })
-			gwMetrics = "http://" + lis.Addr().String() + "/metrics"
+		if u, stop, err := serveHTTP(gwTel.MetricsHandler()); err == nil {
+			env.Cleanup(stop)
+			gwMetrics = u + "/metrics"
 		}
-		es := e2e.Start(env, e2e.Options{Workers: c.workers, RedisURL: redisURL, Prefix: "lt", RedisHooks: []redis.Hook{hook}, Logger: log,
-			OutboxScan: 10 * time.Second, OutboxLinger: c.outboxLinger, GatewayTelemetry: gwTel}) // production's default (DMGRID_OUTBOX_SCAN)
 		st = &target{URL: es.URL, Prefix: es.Prefix, Devices: es.Devices, Commands: es.Commands}
 	}
 
@@ -690,14 +685,12 @@ func runEcho(ctx context.Context, c config, samples []sample, d, every time.Dura
 	}
 	url := c.echoURL // -split: served by the services process
 	if url == "" {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		u, stop, err := serveHTTP(http.HandlerFunc(echoHandler))
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: http.HandlerFunc(echoHandler), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second}
-		go srv.Serve(lis)
-		defer srv.Close()
-		url = "http://" + lis.Addr().String() + "/dm"
+		defer stop()
+		url = u + "/dm"
 	}
 	m := &meter{inner: &dmsim.HTTPTransport{Client: newHTTPClient(c.concurrency)}, lat: &latencies{}, every: every}
 	var next atomic.Int64

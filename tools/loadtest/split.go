@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -30,6 +31,31 @@ type serveInfo struct {
 	Control string   `json:"control"` // /rt (Redis round trips), /gc, /debug/pprof/, /metrics (the gateway's)
 }
 
+// startServices starts the gateway and c.workers session workers in this process (the
+// internal/e2e stack: the binaries' code, production's outbox scan interval 10 s), on
+// natsURL or an embedded nats-server when it is empty, with the gateway's telemetry
+// returned so that its metrics can be served.
+func startServices(env *e2e.Env, c config, redisURL, natsURL string, hook *rtHook, log *slog.Logger) (*e2e.Stack, *telemetry.Telemetry, error) {
+	gwTel, err := telemetry.New(context.Background(), telemetry.Options{Service: "dmgrid-gateway"})
+	if err != nil {
+		return nil, nil, err
+	}
+	es := e2e.Start(env, e2e.Options{Workers: c.workers, RedisURL: redisURL, NATSURL: natsURL, Prefix: "lt", RedisHooks: []redis.Hook{hook}, Logger: log,
+		OutboxScan: 10 * time.Second, OutboxLinger: c.outboxLinger, GatewayTelemetry: gwTel})
+	return es, gwTel, nil
+}
+
+// serveHTTP serves h on a free loopback port; it returns the base URL and the stop.
+func serveHTTP(h http.Handler) (string, func(), error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second}
+	go srv.Serve(lis)
+	return "http://" + lis.Addr().String(), func() { srv.Close() }, nil
+}
+
 // serve is the services process of -split: the gateway and c.workers session workers in
 // one process (as without -split), using the nats-server process the parent started, plus
 // the echo handler, until SIGTERM or the end of stdin.
@@ -38,22 +64,17 @@ func serve(c config) int {
 	env := e2e.NewEnv("loadtest-services", logw)
 	defer env.Close()
 	hook := newRTHook()
-	gwTel, err := telemetry.New(context.Background(), telemetry.Options{Service: "dmgrid-gateway"})
+	es, gwTel, err := startServices(env, c, c.serveRedis, c.serveNATS, hook, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest -serve:", err)
 		return 1
 	}
-	es := e2e.Start(env, e2e.Options{Workers: c.workers, RedisURL: c.serveRedis, NATSURL: c.serveNATS, Prefix: "lt", RedisHooks: []redis.Hook{hook}, Logger: log,
-		OutboxScan: 10 * time.Second, OutboxLinger: c.outboxLinger, GatewayTelemetry: gwTel})
 	listen := func(h http.Handler) (string, error) {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
+		u, stop, err := serveHTTP(h)
+		if err == nil {
+			env.Cleanup(stop)
 		}
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(lis)
-		env.Cleanup(func() { srv.Close() })
-		return "http://" + lis.Addr().String(), nil
+		return u, err
 	}
 	echo, err := listen(http.HandlerFunc(echoHandler))
 	if err != nil {
