@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -91,6 +92,25 @@ func (d *DeadLetters) msg(m jetstream.Msg, reason string) *nats.Msg {
 		dl.Header.Set(jetstream.MsgIDHeader, d.Consumer+":"+d.Source+":"+strconv.FormatUint(md.Sequence.Stream, 10))
 	}
 	return dl
+}
+
+// Handle dead-letters m for reason and terminates it, logging both; it reports whether it
+// did. When the publish fails, m is handed back after retry (to be dead-lettered on a later
+// delivery) and the failure logged. Every consumer's dead-lettering goes through it.
+func (d *DeadLetters) Handle(m jetstream.Msg, reason string, retry time.Duration, log *slog.Logger) bool {
+	log = log.With("consumer", d.Consumer, "subject", m.Subject(), "reason", reason)
+	if err := d.Publish(context.Background(), m, reason); err != nil {
+		log.Error("dead-letter event", "err", err)
+		if err := m.NakWithDelay(retry); err != nil {
+			log.Debug("nak event", "err", err)
+		}
+		return false
+	}
+	log.Warn("event dead-lettered", "dead_letter_subject", d.Subject)
+	if err := m.TermWithReason(reason); err != nil {
+		log.Debug("terminate event", "err", err)
+	}
+	return true
 }
 
 // Publish publishes m's dead letter, within ctx's deadline (5s when it has none): m's data

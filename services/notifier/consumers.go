@@ -581,19 +581,8 @@ func (s *Service) setDependencyUp(consumer, dep string, up bool) {
 // terminates it. If the publish fails the event is handed back and dead-lettered on a later
 // delivery.
 func (s *Service) deadLetter(dl *events.DeadLetters, m jetstream.Msg, cause, reason string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := dl.Publish(ctx, m, reason); err != nil {
-		s.log.Error("dead-letter event", "consumer", dl.Consumer, "subject", m.Subject(), "reason", reason, "err", err)
-		_ = m.NakWithDelay(s.eventRetryDelay)
-		return
-	}
-	if s.deadLetters != nil {
-		s.deadLetters.Add(ctx, 1, metric.WithAttributes(attribute.String("consumer", dl.Consumer), attribute.String("cause", cause)))
-	}
-	s.log.Warn("event dead-lettered", "consumer", dl.Consumer, "subject", m.Subject(), "reason", reason, "dead_letter_subject", dl.Subject)
-	if err := m.TermWithReason(reason); err != nil {
-		s.log.Debug("terminate event", "consumer", dl.Consumer, "subject", m.Subject(), "err", err)
+	if dl.Handle(m, reason, s.eventRetryDelay, s.log) && s.deadLetters != nil {
+		s.deadLetters.Add(context.Background(), 1, metric.WithAttributes(attribute.String("consumer", dl.Consumer), attribute.String("cause", cause)))
 	}
 }
 

@@ -399,19 +399,8 @@ func (c *Consumer) retry(m jetstream.Msg, cause error) {
 // terminates it, so that it never blocks the stream. If the publish fails the event is
 // handed back and dead-lettered on a later attempt.
 func (c *Consumer) deadLetter(m jetstream.Msg, reason string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.dl.Publish(ctx, m, reason); err != nil {
-		c.log.Error("dead-letter event", "subject", m.Subject(), "reason", reason, "err", err)
-		if err := m.NakWithDelay(c.cfg.Backoff[0]); err != nil {
-			c.log.Debug("nak event", "subject", m.Subject(), "err", err)
-		}
-		return
-	}
-	c.deadLettered.Add(1)
-	c.log.Warn("event dead-lettered", "subject", m.Subject(), "reason", reason, "dead_letter_subject", c.cfg.DeadLetterSubject)
-	if err := m.TermWithReason(reason); err != nil {
-		c.log.Debug("terminate event", "subject", m.Subject(), "err", err)
+	if c.dl.Handle(m, reason, c.cfg.Backoff[0], c.log) {
+		c.deadLettered.Add(1)
 	}
 }
 
