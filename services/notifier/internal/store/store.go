@@ -240,10 +240,20 @@ func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load notification %s: %w", id, err)
 	}
+	r, err := recordFrom(vals)
+	if err != nil {
+		return nil, fmt.Errorf("notification %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// recordFrom decodes a record's hash fields v and data (HMGET order); ErrNotFound when it
+// has none (never written, or expired after its retention).
+func recordFrom(vals []any) (*Record, error) {
 	v, _ := vals[0].(string)
 	data, _ := vals[1].(string)
 	if data == "" {
-		return nil, fmt.Errorf("notification %s: %w", id, ErrNotFound)
+		return nil, ErrNotFound
 	}
 	return decode(v, data)
 }
@@ -370,13 +380,10 @@ func (s *Store) List(ctx context.Context, deviceID string, offset, n int) ([]*Re
 	}
 	out := make([]*Record, 0, len(ids))
 	for i, c := range cmds {
-		vals := c.Val()
-		v, _ := vals[0].(string)
-		data, _ := vals[1].(string)
-		if data == "" {
+		r, err := recordFrom(c.Val())
+		if errors.Is(err, ErrNotFound) {
 			continue // expired after its retention
 		}
-		r, err := decode(v, data)
 		if err != nil {
 			return nil, 0, fmt.Errorf("notification %s: %w", ids[i], err)
 		}
